@@ -1,0 +1,238 @@
+"""The decomposed diffusion process and the samplers: statistics, algebra, oracle sampling."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vfjax.diffusion import decomposed, sampling, schedules
+
+N = 5
+K = N // 2
+
+
+def test_schedules_are_float32_and_decreasing():
+    for name in schedules.SCHEDULES:
+        abar = schedules.make_schedule(name, 1000)
+        assert abar.dtype == np.float32 and abar.shape == (1000,)
+        assert np.all(np.diff(abar) < 0)
+        assert 0.99 < abar[0] <= 1.0 and 0.0 <= abar[-1] < 0.01
+    assert schedules.make_schedule("cosine", 50).shape == (50,)
+    with pytest.raises(ValueError, match="schedule"):
+        schedules.make_schedule("quadratic")
+
+
+def test_frame_lambdas():
+    lam = decomposed.frame_lambdas(N, 0.5)
+    np.testing.assert_allclose(lam, [0.5, 0.5, 1.0, 0.5, 0.5])
+    np.testing.assert_allclose(
+        decomposed.frame_lambdas(4, [0.1, 0.2, 0.3, 0.4], 0), [1, 0.2, 0.3, 0.4]
+    )
+    np.testing.assert_allclose(decomposed.frame_lambdas(4, 0.3, -1), [0.3, 0.3, 0.3, 1.0])
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            decomposed.frame_lambdas(N, bad)
+    with pytest.raises(ValueError, match="vector"):
+        decomposed.frame_lambdas(N, [0.5, 0.5])
+    with pytest.raises(ValueError, match="key_frame"):
+        decomposed.frame_lambdas(N, 0.5, key_frame=N)
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.25, 0.0])
+def test_noise_statistics(lam):
+    lambdas = decomposed.frame_lambdas(N, lam)
+    eps, base, residual = decomposed.sample_noise(jax.random.key(0), (20000, N, 2, 2, 1), lambdas)
+    assert eps.shape == (20000, N, 2, 2, 1) and base.shape == (20000, 1, 2, 2, 1)
+    samples = np.asarray(eps).transpose(1, 0, 2, 3, 4).reshape(N, -1)  # [N, draws]
+    np.testing.assert_allclose(samples.mean(axis=1), 0.0, atol=0.01)
+    np.testing.assert_allclose(samples.var(axis=1), 1.0, atol=0.02)
+    expected = np.sqrt(np.outer(lambdas, lambdas))
+    np.fill_diagonal(expected, 1.0)
+    np.testing.assert_allclose(np.corrcoef(samples), expected, atol=0.015)
+    # The key frame's noise is exactly the base noise.
+    np.testing.assert_array_equal(eps[:, K], base[:, 0])
+
+
+def test_vdm_noise_is_independent():
+    lambdas = decomposed.independent_lambdas(N)
+    eps, _, residual = decomposed.sample_noise(jax.random.key(1), (20000, N, 1, 1, 1), lambdas)
+    np.testing.assert_array_equal(eps, residual)
+    corr = np.corrcoef(np.asarray(eps).reshape(20000, N).T)
+    np.testing.assert_allclose(corr, np.eye(N), atol=0.03)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _draw(rng, batch, lambdas):
+    k1, k2, k3 = jax.random.split(rng, 3)
+    x0 = jax.random.uniform(k1, (batch, N, 4, 4, 3), minval=-1, maxval=1)
+    eps, base, residual = decomposed.sample_noise(k2, x0.shape, lambdas)
+    t = jax.random.randint(k3, (batch,), 0, 1000)
+    return x0, eps, base, residual, t
+
+
+def _setup(seed=0, batch=3, lam=0.5):
+    abar = jnp.asarray(schedules.make_schedule("linear"))
+    lambdas = decomposed.frame_lambdas(N, lam)
+    return (abar, lambdas) + _draw(jax.random.key(seed), batch, lambdas)
+
+
+def test_remove_base_then_combine_gives_back_eps():
+    abar, lambdas, x0, eps, base, residual, t = _setup()
+    z_t = decomposed.q_sample(x0, t, eps, abar)
+    zr = decomposed.remove_base(z_t, base, t, lambdas, abar)
+    # With the true base removed, what is left is the data plus the residual share of the noise.
+    scaled = jnp.sqrt(1 - lambdas)[None, :, None, None, None] * residual
+    np.testing.assert_allclose(zr, decomposed.q_sample(x0, t, scaled, abar), atol=1e-5)
+    np.testing.assert_allclose(decomposed.combine(base, residual, lambdas), eps, atol=1e-6)
+
+
+def test_oracle_ddim_step_recovers_x0():
+    abar, lambdas, x0, eps, base, residual, t = _setup()
+    z_t = decomposed.q_sample(x0, t, eps, abar)
+    eps_hat, _, _ = decomposed.predict_noise(
+        lambda z, tt: base[:, 0], lambda zr, tt: residual, z_t, t, lambdas, abar, K
+    )
+    np.testing.assert_allclose(eps_hat, eps, atol=1e-5)
+    abar_t = abar[t][:, None, None, None, None]
+    z_s, x0_hat = sampling.ddim_step(z_t, eps_hat, abar_t, 1.0, 0.0, None, clip_x0=False)
+    np.testing.assert_allclose(x0_hat, x0, atol=2e-3)
+    np.testing.assert_allclose(z_s, x0, atol=2e-3)
+
+
+def _oracle(x0, lambdas, abar):
+    """Perfect denoisers for data concentrated on `x0`, split into base and residual."""
+    lam = lambdas[None, :, None, None, None]
+
+    def base_fn(z_key, t, cond):
+        a = abar[t][:, None, None, None]
+        return (z_key - jnp.sqrt(a) * x0[:, K]) / jnp.sqrt(1 - a)
+
+    def residual_fn(zr, t, cond):
+        a = abar[t][:, None, None, None, None]
+        r = (zr - jnp.sqrt(a) * x0) / (jnp.sqrt(1 - a) * jnp.sqrt(jnp.maximum(1 - lam, 1e-12)))
+        return jnp.where(lam < 1, r, 0.0)
+
+    return base_fn, residual_fn
+
+
+@pytest.mark.parametrize("eta,steps", [(0.0, 10), (1.0, 25)])
+def test_sampler_with_oracle_returns_the_data(eta, steps):
+    abar, lambdas, x0, *_ = _setup(seed=3, batch=2)
+    base_fn, residual_fn = _oracle(x0, lambdas, abar)
+    out = sampling.sample(
+        base_fn,
+        residual_fn,
+        x0.shape,
+        jax.random.key(5),
+        jax.random.key(6),
+        lambdas,
+        abar,
+        K,
+        num_steps=steps,
+        eta=eta,
+        clip_x0=False,
+    )
+    np.testing.assert_allclose(out, x0, atol=2e-3)
+
+
+def test_ddim_eta0_is_deterministic_and_keys_matter():
+    abar, lambdas, x0, *_ = _setup(seed=4, batch=2)
+
+    def base_fn(z, t, c):
+        return 0.5 * z
+
+    def residual_fn(z, t, c):
+        return 0.5 * z + 0.1 * jnp.sin(z)
+
+    @functools.partial(jax.jit, static_argnums=(2,))
+    def sample(b, r, eta):
+        return sampling.sample(
+            base_fn, residual_fn, x0.shape, b, r, lambdas, abar, K, num_steps=8, eta=eta
+        )
+
+    def run(base_key, residual_key, eta=0.0):
+        return sample(jax.random.key(base_key), jax.random.key(residual_key), eta)
+
+    a, b = run(0, 1), run(0, 1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, run(0, 2))
+    assert not np.allclose(run(0, 1, eta=1.0), a)
+
+
+def test_sampling_is_one_compiled_loop():
+    abar, lambdas, x0, *_ = _setup(batch=1)
+    calls = []
+
+    def residual_fn(z, t, c):
+        calls.append(1)  # runs at trace time only
+        return 0.5 * z
+
+    fn = jax.jit(
+        lambda r: sampling.sample(
+            None,
+            residual_fn,
+            x0.shape,
+            r,
+            r,
+            decomposed.independent_lambdas(N),
+            abar,
+            0,
+            num_steps=50,
+        )
+    )
+    hlo = fn.lower(jax.random.key(0)).as_text()
+    assert len(calls) == 1 and "while" in hlo
+
+
+def test_guidance_scale_zero_and_one_reduce_exactly():
+    x = jax.random.normal(jax.random.key(0), (3, 4, 4, 2))
+    t = jnp.array([1, 2, 3])
+    cond = {"label": jnp.array([0, 1, 2])}
+    null = {"label": jnp.array([9, 9, 9])}
+
+    def fn(z, tt, c):
+        return z * (1.0 + c["label"][:, None, None, None]) + tt[:, None, None, None]
+
+    np.testing.assert_array_equal(sampling.guided(fn, x, t, cond, null, 1.0), fn(x, t, cond))
+    np.testing.assert_array_equal(sampling.guided(fn, x, t, cond, null, 0.0), fn(x, t, null))
+    out = sampling.guided(fn, x, t, cond, null, 3.0)
+    np.testing.assert_allclose(
+        out, fn(x, t, null) + 3.0 * (fn(x, t, cond) - fn(x, t, null)), rtol=1e-6
+    )
+
+
+def test_long_video_clips_share_the_base_noise():
+    abar = jnp.asarray(schedules.make_schedule("linear"))
+    lambdas = decomposed.frame_lambdas(N, 0.5)
+    noise = sampling.draw_noise(jax.random.key(0), jax.random.key(1), (2, N, 3, 3, 1), lambdas, 4)
+    assert noise.shape == (8, N, 3, 3, 1)
+    clips = noise.reshape(2, 4, N, 3, 3, 1)
+    # Key frames hold the shared base noise; other frames differ between clips.
+    np.testing.assert_array_equal(clips[:, 0, K], clips[:, 3, K])
+    assert not np.allclose(clips[:, 0, 0], clips[:, 1, 0])
+    assert not np.allclose(clips[0, 0, K], clips[1, 0, K])
+
+    def base_fn(z, t, c):
+        return 0.3 * z
+
+    def residual_fn(z, t, c):
+        return 0.3 * z + 0.2 * jnp.roll(z, 1, axis=1)
+
+    out = sampling.sample(
+        base_fn,
+        residual_fn,
+        (2, N, 3, 3, 1),
+        jax.random.key(0),
+        jax.random.key(1),
+        lambdas,
+        abar,
+        K,
+        num_steps=5,
+        num_clips=4,
+    )
+    assert out.shape == (2, 4 * N, 3, 3, 1)
+    key_frames = out[:, K::N]
+    np.testing.assert_allclose(key_frames, jnp.broadcast_to(key_frames[:, :1], key_frames.shape))
+    assert not np.allclose(out[:, 0], out[:, N])

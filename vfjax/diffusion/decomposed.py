@@ -1,0 +1,228 @@
+"""The decomposed diffusion process of VideoFusion (DESIGN.md section 1), as pure functions.
+
+Videos are `[B, N, H, W, C]`. Each frame's noise is split into a base noise `b` shared by all
+frames and a residual noise `r[i]` of its own:
+
+    eps[i] = sqrt(lam[i]) * b + sqrt(1 - lam[i]) * r[i]
+
+with `lam[k] = 1` at the key frame `k`. `lam = 0` everywhere (no key frame, no base generator)
+is the standard video diffusion baseline (VDM), which runs through the same functions.
+
+Networks enter as plain callables, so this module knows nothing of Flax:
+  base_fn(z_key [B, H, W, C], t [B]) -> b_hat [B, H, W, C]
+  residual_fn(zr [B, N, H, W, C], t [B]) -> r_hat [B, N, H, W, C]
+Conditioning (class, text, dropout for guidance) is closed over by the caller.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+BaseFn = Callable[[Array, Array], Array]
+ResidualFn = Callable[[Array, Array], Array]
+
+
+def _bcast(v: Array, ndim: int) -> Array:
+    """Reshapes a per-example vector `[B]` to broadcast against a `[B, ...]` array."""
+    return v.reshape(v.shape[:1] + (1,) * (ndim - 1))
+
+
+def _frames(lambdas: Array, ndim: int) -> Array:
+    """Reshapes per-frame `[N]` to broadcast against `[B, N, H, W, C]`."""
+    return lambdas.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def key_frame_index(num_frames: int, key_frame: int | None = None) -> int:
+    """The key frame: `N // 2` unless given; negative indices count from the end."""
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}.")
+    k = num_frames // 2 if key_frame is None else key_frame
+    if not -num_frames <= k < num_frames:
+        raise ValueError(f"key_frame {key_frame} is outside a clip of {num_frames} frames.")
+    return k % num_frames
+
+
+def frame_lambdas(
+    num_frames: int, lam: float | Sequence[float], key_frame: int | None = None
+) -> Array:
+    """Per-frame base shares `[N]`: `lam` for every frame, 1 for the key frame.
+
+    Args:
+      num_frames: N, the frames per clip.
+      lam: the base share of the non-key frames, a scalar, or a full per-frame vector of length N.
+      key_frame: index of the key frame (default `N // 2`); its share is always 1.
+
+    Returns:
+      float32 `[N]`.
+    """
+    k = key_frame_index(num_frames, key_frame)
+    lam_arr = np.asarray(lam, np.float32)
+    if lam_arr.ndim > 1 or lam_arr.size not in (1, num_frames):
+        raise ValueError(f"lam must be a scalar or a vector of {num_frames} values, got {lam!r}.")
+    if np.any((lam_arr < 0) | (lam_arr > 1)) or not np.all(np.isfinite(lam_arr)):
+        raise ValueError(f"lam must lie in [0, 1], got {lam!r}.")
+    lam_vec = np.broadcast_to(lam_arr.reshape(-1), (num_frames,)).copy()
+    lam_vec[k] = 1.0
+    return jnp.asarray(lam_vec)
+
+
+def independent_lambdas(num_frames: int) -> Array:
+    """Base shares of the VDM baseline: zeros, i.e. independent noise per frame."""
+    return jnp.zeros((num_frames,), jnp.float32)
+
+
+def combine(base_hat: Array, residual_hat: Array, lambdas: Array) -> Array:
+    """`sqrt(lam[i]) * base + sqrt(1 - lam[i]) * residual[i]`.
+
+    The same formula builds noise from its parts (sampling) and the combined estimate `eps_hat`
+    from the networks' estimates.
+
+    Args:
+      base_hat: `[B, 1, H, W, C]` (shared by all frames) or `[B, N, H, W, C]`.
+      residual_hat: `[B, N, H, W, C]`.
+      lambdas: `[N]`.
+    """
+    lam = _frames(lambdas, residual_hat.ndim)
+    return jnp.sqrt(lam) * base_hat + jnp.sqrt(1.0 - lam) * residual_hat
+
+
+def sample_noise(rng: Array, shape: Sequence[int], lambdas: Array) -> tuple[Array, Array, Array]:
+    """Draws decomposed noise.
+
+    Args:
+      rng: PRNG key.
+      shape: `[B, N, H, W, C]`.
+      lambdas: `[N]` base shares.
+
+    Returns:
+      `(eps, base, residual)`: eps `[B, N, H, W, C]`, base `[B, 1, H, W, C]`, residual like eps.
+    """
+    base_rng, residual_rng = jax.random.split(rng)
+    b, n, *rest = shape
+    base = jax.random.normal(base_rng, (b, 1, *rest), jnp.float32)
+    residual = jax.random.normal(residual_rng, tuple(shape), jnp.float32)
+    return combine(base, residual, lambdas), base, residual
+
+
+def q_sample(x0: Array, t: Array, eps: Array, alphas_cumprod: Array) -> Array:
+    """Forward process `z_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`, one `t [B]` per example."""
+    abar = _bcast(alphas_cumprod[t], x0.ndim)
+    return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * eps
+
+
+def remove_base(
+    z_t: Array, base_hat: Array, t: Array, lambdas: Array, alphas_cumprod: Array
+) -> Array:
+    """The residual generator's input `zr[i] = z_t[i] - sqrt(lam[i]) sqrt(1 - abar_t) b_hat`.
+
+    Args:
+      z_t: `[B, N, H, W, C]` latents.
+      base_hat: `[B, 1, H, W, C]` estimated base noise.
+      t: `[B]` integer timesteps.
+      lambdas: `[N]`.
+      alphas_cumprod: `[T]`.
+    """
+    sigma = jnp.sqrt(1.0 - _bcast(alphas_cumprod[t], z_t.ndim))
+    return z_t - jnp.sqrt(_frames(lambdas, z_t.ndim)) * sigma * base_hat
+
+
+def predict_noise(
+    base_fn: BaseFn | None,
+    residual_fn: ResidualFn,
+    z_t: Array,
+    t: Array,
+    lambdas: Array,
+    alphas_cumprod: Array,
+    key_frame: int,
+) -> tuple[Array, Array, Array]:
+    """The two-stage estimate: base from the key frame, then the residual of every frame.
+
+    Returns `(eps_hat, base_hat, residual_hat)`; with `base_fn=None` (VDM baseline) `base_hat`
+    is zero and `eps_hat = residual_hat`.
+    """
+    if base_fn is None:
+        base_hat = jnp.zeros_like(z_t[:, :1])
+    else:
+        base_hat = base_fn(z_t[:, key_frame], t)[:, None]  # [B, 1, H, W, C]
+    residual_hat = residual_fn(remove_base(z_t, base_hat, t, lambdas, alphas_cumprod), t)
+    return combine(base_hat, residual_hat, lambdas), base_hat, residual_hat
+
+
+def videofusion_loss(
+    base_fn: BaseFn | None,
+    residual_fn: ResidualFn,
+    x0: Array,
+    rng: Array,
+    lambdas: Array,
+    alphas_cumprod: Array,
+    key_frame: int,
+    frame_weights: Array | None = None,
+) -> tuple[Array, dict[str, Array]]:
+    """The VideoFusion epsilon-prediction loss with its stop-gradient rule.
+
+    `mean_i w[i] ||eps[i] - eps_hat[i]||^2`, where `b_hat` enters every non-key frame (its
+    `eps_hat[i]` and its `zr[i]`) through `stop_gradient`: the base generator learns only from the
+    key frame's term (an image-diffusion loss, since `eps[k] = b`), the residual generator only from
+    the others (its output enters the key frame with weight `sqrt(1 - 1) = 0`).
+
+    Args:
+      base_fn: the base generator, or None for the VDM baseline (then `lambdas` must be zero).
+      residual_fn: the residual generator.
+      x0: clean videos `[B, N, H, W, C]` in [-1, 1].
+      rng: PRNG key for timesteps and noise.
+      lambdas: `[N]` base shares.
+      alphas_cumprod: `[T]`.
+      key_frame: the key frame index.
+      frame_weights: `[N]` weights of the per-frame terms; default uniform `1 / N`.
+
+    Returns:
+      `(loss, terms)`; terms hold `loss_key` (the key frame's MSE) and `loss_residual` (the
+      other frames' mean MSE), each a scalar.
+    """
+    batch, num_frames = x0.shape[:2]
+    t_rng, noise_rng = jax.random.split(rng)
+    t = jax.random.randint(t_rng, (batch,), 0, alphas_cumprod.shape[0])
+    eps, _, _ = sample_noise(noise_rng, x0.shape, lambdas)
+    z_t = q_sample(x0, t, eps, alphas_cumprod)
+
+    if base_fn is None:
+        base_mix = jnp.zeros_like(z_t[:, :1])
+        base_sg = base_mix
+    else:
+        base_hat = base_fn(z_t[:, key_frame], t)[:, None]  # [B, 1, H, W, C]
+        base_sg = jax.lax.stop_gradient(base_hat)
+        # Numerically b_hat on every frame; its gradient flows through the key frame only.
+        is_key = _frames(jnp.arange(num_frames) == key_frame, x0.ndim)
+        base_mix = jnp.where(is_key, base_hat, base_sg)  # [B, N, H, W, C]
+    residual_hat = residual_fn(remove_base(z_t, base_sg, t, lambdas, alphas_cumprod), t)
+    eps_hat = combine(base_mix, residual_hat, lambdas)
+
+    per_frame = jnp.mean(jnp.square(eps - eps_hat.astype(jnp.float32)), axis=(0, 2, 3, 4))  # [N]
+    if frame_weights is None:
+        frame_weights = jnp.full((num_frames,), 1.0 / num_frames, jnp.float32)
+    loss = jnp.sum(frame_weights * per_frame)
+    others = jnp.arange(num_frames) != key_frame
+    terms = {
+        "loss_key": per_frame[key_frame],
+        "loss_residual": jnp.sum(jnp.where(others, per_frame, 0.0)) / max(num_frames - 1, 1),
+    }
+    return loss, terms
+
+
+def image_loss(
+    base_fn: BaseFn, x0: Array, rng: Array, alphas_cumprod: Array
+) -> tuple[Array, dict[str, Array]]:
+    """Plain image-diffusion loss of the base generator alone on images `[B, H, W, C]`.
+
+    This is the key frame's term of `videofusion_loss`, so a base generator pretrained with it
+    continues where it left off inside a VideoFusion run.
+    """
+    t_rng, noise_rng = jax.random.split(rng)
+    t = jax.random.randint(t_rng, (x0.shape[0],), 0, alphas_cumprod.shape[0])
+    eps = jax.random.normal(noise_rng, x0.shape, jnp.float32)
+    eps_hat = base_fn(q_sample(x0, t, eps, alphas_cumprod), t)
+    loss = jnp.mean(jnp.square(eps - eps_hat.astype(jnp.float32)))
+    return loss, {"loss_key": loss}

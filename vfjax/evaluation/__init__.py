@@ -1,0 +1,7 @@
+"""Video generation metrics: FVD/KVD on I3D features, the C3D Inception Score, protocols.
+
+Modules: ``i3d`` (FVD network, ``load_i3d``), ``c3d`` (UCF-101 classifier, ``load_c3d``),
+``metrics`` (``frechet_distance``, ``kernel_distance``, ``inception_score``), ``features``
+(``FeatureNetwork``, sharded ``extract_features``), ``protocols`` (presets, ``describe``),
+``resize`` (the references' resize conventions), ``weights`` (safe weight-file readers).
+"""

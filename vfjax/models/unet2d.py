@@ -1,0 +1,206 @@
+"""The base generator: a 2D image UNet (DDPM / ADM / diffusers-UNet2DModel family).
+
+Its layout follows diffusers' `UNet2DModel` (down levels of residual blocks with optional
+attention and a downsampler, a middle block, up levels with one extra residual block fed by the
+skip connections), so public image-diffusion checkpoints convert onto it by renaming.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vfjax.models import layers
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class UNet2DConfig:
+    """Architecture of the base generator; defaults give a small DDPM-style UNet."""
+
+    image_size: int = 64
+    in_channels: int = 3
+    out_channels: int = 3
+    channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    mid_attention: bool = True
+    attn_type: str = "block"  # 'block' (ADM-style) or 'transformer'
+    head_dim: int = 64
+    dropout: float = 0.0
+    scale_shift: bool = False  # ADM's use_scale_shift_norm
+    zero_init: bool = True  # zero the last layer of every residual branch
+    flip_sin_to_cos: bool = True
+    freq_shift: float = 0.0
+    num_groups: int = 32
+    norm_eps: float = 1e-5
+    num_classes: int = 0  # > 0: class embedding (index num_classes is the null class)
+    text_dim: int = 0  # > 0: cross-attention to text embeddings of this width
+    dtype: str = "bfloat16"
+    param_dtype: str = "float32"
+    attention_impl: str | None = None
+
+    def opts(self) -> layers.LayerOpts:
+        return layers.LayerOpts(
+            dtype=jnp.dtype(self.dtype),
+            param_dtype=jnp.dtype(self.param_dtype),
+            num_groups=self.num_groups,
+            norm_eps=self.norm_eps,
+            attention_impl=self.attention_impl,
+        )
+
+
+def _attention(cfg, channels: int, opts, rngs, context_dim: int | None) -> nnx.Module:
+    return layers.attention_block(
+        cfg.attn_type,
+        channels,
+        min(cfg.head_dim, channels),
+        opts,
+        rngs,
+        context_dim=context_dim,
+        zero_init=cfg.zero_init,
+    )
+
+
+class Level(nnx.Module):
+    """One resolution of the UNet: residual blocks, optional attention, optional resampler."""
+
+    def __init__(self, cfg, in_chs: list[int], out_ch: int, emb_dim, attn, resample, opts, rngs):
+        self.resnets = nnx.List(
+            [
+                layers.ResBlock(
+                    c,
+                    out_ch,
+                    emb_dim,
+                    opts,
+                    rngs,
+                    dropout=cfg.dropout,
+                    scale_shift=cfg.scale_shift,
+                    zero_init=cfg.zero_init,
+                )
+                for c in in_chs
+            ]
+        )
+        context = cfg.text_dim or None
+        self.attentions = (
+            nnx.List([_attention(cfg, out_ch, opts, rngs, context) for _ in in_chs])
+            if attn
+            else None
+        )
+        self.resample = resample
+
+    def block(self, j: int, x: Array, emb: Array, context, rngs) -> Array:
+        x = self.resnets[j](x, emb, rngs)
+        if self.attentions is not None:
+            m, h, w, c = x.shape
+            x = self.attentions[j](x.reshape(m, h * w, 1, c), context).reshape(x.shape)
+        return x
+
+
+class UNet2D(nnx.Module):
+    """Predicts the noise of images `[B, H, W, C]` from timesteps `[B]` and a condition."""
+
+    def __init__(self, cfg: UNet2DConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        opts = cfg.opts()
+        chs = [cfg.channels * m for m in cfg.channel_mult]
+        emb_dim = 4 * chs[0]
+        self.conv_in = layers.conv(cfg.in_channels, chs[0], opts, rngs)
+        self.time_embedding = layers.EmbeddingMLP(chs[0], emb_dim, opts, rngs)
+        self.class_embedding = layers.class_embedding(cfg.num_classes, emb_dim, opts, rngs)
+
+        skips = [chs[0]]
+        down = []
+        ch = chs[0]
+        for i, out_ch in enumerate(chs):
+            last = i == len(chs) - 1
+            res = cfg.image_size // 2**i
+            resample = None if last else layers.Downsample(out_ch, opts, rngs)
+            in_chs = [ch] + [out_ch] * (cfg.num_res_blocks - 1)
+            down.append(
+                Level(
+                    cfg, in_chs, out_ch, emb_dim, res in cfg.attn_resolutions, resample, opts, rngs
+                )
+            )
+            ch = out_ch
+            skips += [out_ch] * cfg.num_res_blocks + ([] if last else [out_ch])
+        self.down_blocks = nnx.List(down)
+
+        self.mid_resnet_1 = layers.ResBlock(
+            ch, ch, emb_dim, opts, rngs, scale_shift=cfg.scale_shift, zero_init=cfg.zero_init
+        )
+        self.mid_attention = (
+            _attention(cfg, ch, opts, rngs, cfg.text_dim or None) if cfg.mid_attention else None
+        )
+        self.mid_resnet_2 = layers.ResBlock(
+            ch, ch, emb_dim, opts, rngs, scale_shift=cfg.scale_shift, zero_init=cfg.zero_init
+        )
+
+        up = []
+        for i, out_ch in reversed(list(enumerate(chs))):
+            res = cfg.image_size // 2**i
+            in_chs = []
+            for _ in range(cfg.num_res_blocks + 1):
+                in_chs.append(ch + skips.pop())
+                ch = out_ch
+            resample = None if i == 0 else layers.Upsample(out_ch, opts, rngs)
+            up.append(
+                Level(
+                    cfg, in_chs, out_ch, emb_dim, res in cfg.attn_resolutions, resample, opts, rngs
+                )
+            )
+        self.up_blocks = nnx.List(up)
+
+        self.conv_norm_out = layers.GroupNorm(ch, opts)
+        self.conv_out = layers.conv(ch, cfg.out_channels, opts, rngs, zero_init=cfg.zero_init)
+
+    def embed(self, t: Array, cond: dict | None) -> Array:
+        """Timestep embedding plus the class embedding, `[B, D]`."""
+        emb = layers.timestep_embedding(
+            t,
+            self.cfg.channels * self.cfg.channel_mult[0],
+            self.cfg.flip_sin_to_cos,
+            self.cfg.freq_shift,
+        )
+        emb = self.time_embedding(emb.astype(self.cfg.opts().dtype))
+        if self.class_embedding is not None:
+            labels = cond["label"] if cond is not None else None
+            if labels is None:
+                labels = jnp.full(t.shape, self.cfg.num_classes, jnp.int32)
+            emb = emb + self.class_embedding(labels).astype(emb.dtype)
+        return emb
+
+    def __call__(
+        self, x: Array, t: Array, cond: dict | None = None, rngs: nnx.Rngs | None = None
+    ) -> Array:
+        """Args: x `[B, H, W, C]`; t `[B]`; cond {'label': [B], 'text': [B, S, D]} or None; rngs
+        for dropout (None: deterministic). Returns float32 `[B, H, W, out_channels]`."""
+        with jax.named_scope("base_generator"):
+            emb = self.embed(t, cond)
+            context = None if cond is None else cond.get("text")
+            h = self.conv_in(x.astype(self.cfg.opts().dtype))
+            skips = [h]
+            for level in self.down_blocks:
+                for j in range(len(level.resnets)):
+                    h = level.block(j, h, emb, context, rngs)
+                    skips.append(h)
+                if level.resample is not None:
+                    h = level.resample(h)
+                    skips.append(h)
+            h = self.mid_resnet_1(h, emb, rngs)
+            if self.mid_attention is not None:
+                m, hh, ww, c = h.shape
+                h = self.mid_attention(h.reshape(m, hh * ww, 1, c), context).reshape(h.shape)
+            h = self.mid_resnet_2(h, emb, rngs)
+            for level in self.up_blocks:
+                for j in range(len(level.resnets)):
+                    h = level.block(
+                        j, jnp.concatenate([h, skips.pop()], axis=-1), emb, context, rngs
+                    )
+                if level.resample is not None:
+                    h = level.resample(h)
+            h = self.conv_out(self.conv_norm_out(h, act=True))
+            return h.astype(jnp.float32)

@@ -1,0 +1,233 @@
+"""The models that training and sampling call: VideoFusion (base + residual generator), the VDM
+baseline (the residual architecture alone, independent noise), and the base generator alone as
+an image diffusion model (for pretraining it).
+
+Each model exposes `loss(...)` and `sample(...)` over the pure diffusion functions, with the
+noise schedule, the per-frame base shares and the key frame held in a `Diffusion` value.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vfjax.diffusion import decomposed, sampling, schedules
+from vfjax.models.unet2d import UNet2D, UNet2DConfig
+from vfjax.models.unet3d import UNet3D, UNet3DConfig
+
+Array = jax.Array
+MODEL_KINDS = ("videofusion", "vdm", "image")
+
+
+@dataclasses.dataclass(frozen=True)
+class Diffusion:
+    """Constants of the decomposed process: alpha-bar `[T]`, base shares `[N]`, key frame."""
+
+    alphas_cumprod: np.ndarray
+    lambdas: np.ndarray
+    key_frame: int
+
+    @classmethod
+    def create(
+        cls,
+        kind: str,
+        num_frames: int,
+        lam: Any = 0.5,
+        key_frame: int | None = None,
+        schedule: str = "linear",
+        num_timesteps: int = 1000,
+    ) -> "Diffusion":
+        """VideoFusion shares (`lam`, key frame 1) or the VDM baseline's zeros."""
+        k = decomposed.key_frame_index(num_frames, key_frame)
+        if kind == "vdm":
+            lambdas = decomposed.independent_lambdas(num_frames)
+        else:
+            lambdas = decomposed.frame_lambdas(num_frames, lam, k)
+        return cls(schedules.make_schedule(schedule, num_timesteps), np.asarray(lambdas), k)
+
+    @property
+    def num_timesteps(self) -> int:
+        return int(self.alphas_cumprod.shape[0])
+
+
+def _dropout_rngs(rng: Array | None) -> nnx.Rngs | None:
+    return None if rng is None else nnx.Rngs(dropout=rng)
+
+
+class VideoFusion(nnx.Module):
+    """The base generator (2D UNet on the key frame) and residual generator (video UNet)."""
+
+    def __init__(self, base: UNet2DConfig, residual: UNet3DConfig, *, rngs: nnx.Rngs):
+        self.base = UNet2D(base, rngs=rngs)
+        self.residual = UNet3D(residual, rngs=rngs)
+
+    def _fns(self, cond, dropout_rng):
+        rngs = _dropout_rngs(dropout_rng)
+
+        def base_fn(z, t):
+            return self.base(z, t, cond, rngs)
+
+        def residual_fn(z, t):
+            return self.residual(z, t, cond, rngs)
+
+        return base_fn, residual_fn
+
+    def loss(
+        self,
+        x0: Array,
+        rng: Array,
+        diffusion: Diffusion,
+        cond: dict | None = None,
+        dropout_rng: Array | None = None,
+        frame_weights: Array | None = None,
+    ) -> tuple[Array, dict[str, Array]]:
+        """The loss on clean videos `[B, N, H, W, C]` (see `decomposed.videofusion_loss`)."""
+        base_fn, residual_fn = self._fns(cond, dropout_rng)
+        return decomposed.videofusion_loss(
+            base_fn,
+            residual_fn,
+            x0,
+            rng,
+            jnp.asarray(diffusion.lambdas),
+            jnp.asarray(diffusion.alphas_cumprod),
+            diffusion.key_frame,
+            frame_weights,
+        )
+
+    def sample(self, shape, base_rng: Array, residual_rng: Array, diffusion: Diffusion, **kw):
+        """Videos `[B, num_clips * N, H, W, C]`; keywords as `sampling.sample`."""
+        return sampling.sample(
+            lambda z, t, c: self.base(z, t, c),
+            lambda z, t, c: self.residual(z, t, c),
+            shape,
+            base_rng,
+            residual_rng,
+            jnp.asarray(diffusion.lambdas),
+            jnp.asarray(diffusion.alphas_cumprod),
+            diffusion.key_frame,
+            **kw,
+        )
+
+
+class VDM(nnx.Module):
+    """The standard video diffusion baseline: independent noise per frame, one video UNet."""
+
+    def __init__(self, residual: UNet3DConfig, *, rngs: nnx.Rngs):
+        self.residual = UNet3D(residual, rngs=rngs)
+
+    def loss(self, x0, rng, diffusion, cond=None, dropout_rng=None, frame_weights=None):
+        rngs = _dropout_rngs(dropout_rng)
+        return decomposed.videofusion_loss(
+            None,
+            lambda z, t: self.residual(z, t, cond, rngs),
+            x0,
+            rng,
+            jnp.asarray(diffusion.lambdas),
+            jnp.asarray(diffusion.alphas_cumprod),
+            diffusion.key_frame,
+            frame_weights,
+        )
+
+    def sample(self, shape, base_rng, residual_rng, diffusion, **kw):
+        return sampling.sample(
+            None,
+            lambda z, t, c: self.residual(z, t, c),
+            shape,
+            base_rng,
+            residual_rng,
+            jnp.asarray(diffusion.lambdas),
+            jnp.asarray(diffusion.alphas_cumprod),
+            diffusion.key_frame,
+            **kw,
+        )
+
+
+class ImageDiffusion(nnx.Module):
+    """The base generator alone, trained as an image diffusion model on video frames."""
+
+    def __init__(self, base: UNet2DConfig, *, rngs: nnx.Rngs):
+        self.base = UNet2D(base, rngs=rngs)
+
+    def loss(self, x0, rng, diffusion, cond=None, dropout_rng=None, frame_weights=None):
+        """Every frame of `x0 [B, N, H, W, C]` is a training image."""
+        del frame_weights
+        rngs = _dropout_rngs(dropout_rng)
+        b, n = x0.shape[:2]
+        images = x0.reshape((b * n,) + x0.shape[2:])
+        if cond is not None:
+            cond = jax.tree.map(lambda c: jnp.repeat(c, n, axis=0), cond)
+        return decomposed.image_loss(
+            lambda z, t: self.base(z, t, cond, rngs),
+            images,
+            rng,
+            jnp.asarray(diffusion.alphas_cumprod),
+        )
+
+    def sample(self, shape, base_rng, residual_rng, diffusion, **kw):
+        """Independent images shown as a clip: every frame uses lambda 1 on its own base noise."""
+        b, n = shape[:2]
+        image_shape = (b * n, 1) + tuple(shape[2:])
+        cond = kw.pop("cond", None)
+        null = kw.pop("null_cond", None)
+        cond, null = jax.tree.map(lambda c: jnp.repeat(c, n, axis=0), (cond, null))
+        kw.pop("num_clips", None)
+        out = sampling.sample(
+            lambda z, t, c: self.base(z, t, c),
+            lambda z, t, c: jnp.zeros_like(z),
+            image_shape,
+            base_rng,
+            residual_rng,
+            jnp.ones((1,), jnp.float32),
+            jnp.asarray(diffusion.alphas_cumprod),
+            0,
+            cond=cond,
+            null_cond=null,
+            **kw,
+        )
+        return out.reshape(tuple(shape))
+
+
+def build_model(model_config, image_size: int, channels: int, *, rngs: nnx.Rngs) -> nnx.Module:
+    """Builds the model of `model_config.kind` from the config's `base` and `residual` fields."""
+    kind = model_config.kind
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"Unknown model.kind {kind!r}; choose one of {MODEL_KINDS}.")
+    common = dict(
+        image_size=image_size,
+        in_channels=channels,
+        out_channels=channels,
+        num_classes=model_config.get("num_classes", 0),
+        text_dim=model_config.get("text_dim", 0),
+        dtype=model_config.get("dtype", "bfloat16"),
+        param_dtype=model_config.get("param_dtype", "float32"),
+        attention_impl=model_config.get("attention_impl", None),
+    )
+
+    def make(cls, fields):
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(fields).items()}
+        return cls(**{**values, **common})
+
+    if kind == "videofusion":
+        return VideoFusion(
+            make(UNet2DConfig, model_config.base),
+            make(UNet3DConfig, model_config.residual),
+            rngs=rngs,
+        )
+    if kind == "vdm":
+        return VDM(make(UNet3DConfig, model_config.residual), rngs=rngs)
+    return ImageDiffusion(make(UNet2DConfig, model_config.base), rngs=rngs)
+
+
+def param_counts(model: nnx.Module) -> dict[str, int]:
+    """Parameter counts per generator and in total."""
+    counts = {}
+    for name in ("base", "residual"):
+        net = getattr(model, name, None)
+        if net is not None:
+            params = nnx.state(net, nnx.Param)
+            counts[name] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+    counts["total"] = sum(counts.values())
+    return counts
