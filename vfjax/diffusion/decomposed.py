@@ -47,7 +47,7 @@ def key_frame_index(num_frames: int, key_frame: int | None = None) -> int:
 
 def frame_lambdas(
     num_frames: int, lam: float | Sequence[float], key_frame: int | None = None
-) -> Array:
+) -> np.ndarray:
     """Per-frame base shares `[N]`: `lam` for every frame, 1 for the key frame.
 
     Args:
@@ -66,12 +66,12 @@ def frame_lambdas(
         raise ValueError(f"lam must lie in [0, 1], got {lam!r}.")
     lam_vec = np.broadcast_to(lam_arr.reshape(-1), (num_frames,)).copy()
     lam_vec[k] = 1.0
-    return jnp.asarray(lam_vec)
+    return lam_vec
 
 
-def independent_lambdas(num_frames: int) -> Array:
+def independent_lambdas(num_frames: int) -> np.ndarray:
     """Base shares of the VDM baseline: zeros, i.e. independent noise per frame."""
-    return jnp.zeros((num_frames,), jnp.float32)
+    return np.zeros((num_frames,), np.float32)
 
 
 def combine(base_hat: Array, residual_hat: Array, lambdas: Array) -> Array:

@@ -12,6 +12,7 @@ see `[B, N, H, W, C]` and reshape (never transpose) to reach the axis they work 
 """
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -30,6 +31,84 @@ class LayerOpts:
     num_groups: int = 32
     norm_eps: float = 1e-5
     attention_impl: str | None = None  # None (XLA picks), 'xla' or 'cudnn'.
+    # 'native': XLA's convolution and its gradients. 'matmul_wgrad': the kernel gradient as one
+    # matmul per kernel tap, several times faster on XLA:CPU, whose own kernel gradient is slow.
+    conv_impl: str = "native"
+
+
+def default_conv_impl() -> str:
+    """'matmul_wgrad' on CPU, 'native' on GPU and TPU (where cuDNN / the MXU do it well)."""
+    return "matmul_wgrad" if jax.default_backend() == "cpu" else "native"
+
+
+def _native_conv(lhs, rhs, strides, padding):
+    return jax.lax.conv_general_dilated(
+        lhs, rhs, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_matmul_wgrad(lhs, rhs, strides, padding):
+    return _native_conv(lhs, rhs, strides, padding)
+
+
+def _conv_fwd(lhs, rhs, strides, padding):
+    return _native_conv(lhs, rhs, strides, padding), (lhs, rhs)
+
+
+def _conv_bwd(strides, padding, res, dy):
+    lhs, rhs = res
+    _, vjp = jax.vjp(lambda x: _native_conv(x, rhs, strides, padding), lhs)
+    (dx,) = vjp(dy)
+    # dW[i, j] = sum over batch and output positions of the input window at tap (i, j) times dy.
+    padded = jnp.pad(lhs, ((0, 0), *padding, (0, 0)))
+    _, ho, wo, _ = dy.shape
+    sh, sw = strides
+    taps = []
+    for i in range(rhs.shape[0]):
+        for j in range(rhs.shape[1]):
+            window = jax.lax.slice(
+                padded,
+                (0, i, j, 0),
+                (padded.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, padded.shape[3]),
+                (1, sh, sw, 1),
+            )
+            taps.append(jnp.einsum("nhwc,nhwo->co", window, dy, preferred_element_type=jnp.float32))
+    dw = jnp.stack(taps).reshape(rhs.shape).astype(rhs.dtype)
+    return dx, dw
+
+
+_conv_matmul_wgrad.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _conv_general_dilated_matmul_wgrad(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+):
+    """`lax.conv_general_dilated` for 2D NHWC convolutions with the faster kernel gradient."""
+    plain = (lhs_dilation in (None, (1, 1))) and (rhs_dilation in (None, (1, 1)))
+    if lhs.ndim != 4 or not plain or feature_group_count != 1 or isinstance(padding, str):
+        return jax.lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    return _conv_matmul_wgrad(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)))
 
 
 def _kernel_init(zero: bool):
@@ -50,12 +129,18 @@ def conv(
 ) -> nnx.Conv:
     """A convolution with PyTorch-style symmetric padding `k // 2` (matches imported weights)."""
     kernel_init, init = _kernel_init(zero_init)
+    impl = opts.conv_impl
     return nnx.Conv(
         in_ch,
         out_ch,
         kernel_size=kernel,
         strides=stride,
         padding=tuple((k // 2, k // 2) for k in kernel),
+        conv_general_dilated=(
+            _conv_general_dilated_matmul_wgrad
+            if impl == "matmul_wgrad"
+            else jax.lax.conv_general_dilated
+        ),
         dtype=opts.dtype,
         param_dtype=opts.param_dtype,
         kernel_init=kernel_init,
@@ -347,6 +432,7 @@ class TransformerBlock(nnx.Module):
     (cross-attention to the context when `context_dim` is set, else a second self-attention when
     `double_self`);
     LayerNorm + GEGLU feed-forward; `proj_out` (zero-initialised); residual around the whole.
+    The transformer runs at width `inner_dim` (default: `channels`).
     """
 
     def __init__(
@@ -359,24 +445,24 @@ class TransformerBlock(nnx.Module):
         context_dim: int | None = None,
         double_self: bool = False,
         zero_init: bool = True,
+        inner_dim: int = 0,
     ):
+        inner = inner_dim or channels
         self.norm = GroupNorm(channels, opts, eps=1e-6)
-        self.proj_in = dense(channels, channels, opts, rngs)
-        self.norm1 = LayerNorm(channels, opts)
-        self.attn1 = Attention(channels, head_dim, opts, rngs, qkv_bias=False)
+        self.proj_in = dense(channels, inner, opts, rngs)
+        self.norm1 = LayerNorm(inner, opts)
+        self.attn1 = Attention(inner, head_dim, opts, rngs, qkv_bias=False)
         second = bool(context_dim or double_self)
-        self.norm2 = LayerNorm(channels, opts) if second else None
+        self.norm2 = LayerNorm(inner, opts) if second else None
         self.attn2 = (
-            Attention(
-                channels, head_dim, opts, rngs, context_dim=context_dim or None, qkv_bias=False
-            )
+            Attention(inner, head_dim, opts, rngs, context_dim=context_dim or None, qkv_bias=False)
             if second
             else None
         )
         self.cross = bool(context_dim)
-        self.norm3 = LayerNorm(channels, opts)
-        self.ff = FeedForward(channels, opts, rngs)
-        self.proj_out = dense(channels, channels, opts, rngs, zero_init=zero_init)
+        self.norm3 = LayerNorm(inner, opts)
+        self.ff = FeedForward(inner, opts, rngs)
+        self.proj_out = dense(inner, channels, opts, rngs, zero_init=zero_init)
 
     def __call__(self, x: Array, context: Array | None = None) -> Array:
         """x `[B, L, G, C]`; context `[B, S, Cc]` or None."""
@@ -395,6 +481,7 @@ def attention_block(
     """`'block'` (ADM-style AttentionBlock) or `'transformer'` (TransformerBlock)."""
     if kind == "block":
         kwargs.pop("double_self", None)
+        kwargs.pop("inner_dim", None)
         return AttentionBlock(channels, head_dim, opts, rngs, **kwargs)
     if kind == "transformer":
         return TransformerBlock(channels, head_dim, opts, rngs, **kwargs)

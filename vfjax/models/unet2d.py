@@ -42,6 +42,7 @@ class UNet2DConfig:
     dtype: str = "bfloat16"
     param_dtype: str = "float32"
     attention_impl: str | None = None
+    conv_impl: str = "auto"  # 'auto', 'native' or 'matmul_wgrad' (see layers.LayerOpts)
 
     def opts(self) -> layers.LayerOpts:
         return layers.LayerOpts(
@@ -50,6 +51,7 @@ class UNet2DConfig:
             num_groups=self.num_groups,
             norm_eps=self.norm_eps,
             attention_impl=self.attention_impl,
+            conv_impl=layers.default_conv_impl() if self.conv_impl == "auto" else self.conv_impl,
         )
 
 

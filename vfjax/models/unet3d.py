@@ -35,6 +35,7 @@ class UNet3DConfig:
     mid_attention: bool = True
     attn_type: str = "block"  # 'block' (ADM-style) or 'transformer' (diffusers-style, with FF)
     temporal_input_attention: bool = False  # a temporal transformer right after conv_in
+    temporal_input_dim: int = 0  # its width (0: the first level's channels)
     head_dim: int = 64
     temporal_conv_layers: int = 2  # convolutions in each temporal conv block; 0 disables them
     frame_embedding: bool = True
@@ -50,6 +51,7 @@ class UNet3DConfig:
     dtype: str = "bfloat16"
     param_dtype: str = "float32"
     attention_impl: str | None = None
+    conv_impl: str = "auto"  # 'auto', 'native' or 'matmul_wgrad' (see layers.LayerOpts)
 
     def opts(self) -> layers.LayerOpts:
         return layers.LayerOpts(
@@ -58,6 +60,7 @@ class UNet3DConfig:
             num_groups=self.num_groups,
             norm_eps=self.norm_eps,
             attention_impl=self.attention_impl,
+            conv_impl=layers.default_conv_impl() if self.conv_impl == "auto" else self.conv_impl,
         )
 
 
@@ -172,7 +175,13 @@ class UNet3D(nnx.Module):
         self.class_embedding = layers.class_embedding(cfg.num_classes, emb_dim, opts, rngs)
         self.input_attention = (
             layers.attention_block(
-                cfg.attn_type, chs[0], min(cfg.head_dim, chs[0]), opts, rngs, double_self=True
+                cfg.attn_type,
+                chs[0],
+                min(cfg.head_dim, cfg.temporal_input_dim or chs[0]),
+                opts,
+                rngs,
+                double_self=True,
+                inner_dim=cfg.temporal_input_dim,
             )
             if cfg.temporal_input_attention
             else None

@@ -204,6 +204,7 @@ def build_model(model_config, image_size: int, channels: int, *, rngs: nnx.Rngs)
         dtype=model_config.get("dtype", "bfloat16"),
         param_dtype=model_config.get("param_dtype", "float32"),
         attention_impl=model_config.get("attention_impl", None),
+        conv_impl=model_config.get("conv_impl", "auto"),
     )
 
     def make(cls, fields):
@@ -221,13 +222,17 @@ def build_model(model_config, image_size: int, channels: int, *, rngs: nnx.Rngs)
     return ImageDiffusion(make(UNet2DConfig, model_config.base), rngs=rngs)
 
 
-def param_counts(model: nnx.Module) -> dict[str, int]:
-    """Parameter counts per generator and in total."""
-    counts = {}
-    for name in ("base", "residual"):
-        net = getattr(model, name, None)
-        if net is not None:
-            params = nnx.state(net, nnx.Param)
-            counts[name] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+def count_params(params: dict) -> dict[str, int]:
+    """Parameter counts per generator and in total, from a `{'base': ..., 'residual': ...}`
+    tree of arrays or ShapeDtypeStructs."""
+    counts = {
+        name: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+        for name, tree in params.items()
+    }
     counts["total"] = sum(counts.values())
     return counts
+
+
+def param_counts(model: nnx.Module) -> dict[str, int]:
+    """Parameter counts per generator and in total."""
+    return count_params(nnx.to_pure_dict(nnx.state(model, nnx.Param)))

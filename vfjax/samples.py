@@ -1,0 +1,75 @@
+"""Writing sampled videos (GIF with imageio, MP4 with PyAV) and measuring long-video coherence."""
+
+import math
+import os
+
+import imageio.v3 as iio
+import numpy as np
+
+from vfjax.data import video_io
+
+
+def to_uint8(videos: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats to uint8, any leading shape; one channel becomes three."""
+    videos = np.asarray(videos, np.float32)
+    out = np.round((np.clip(videos, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    return out
+
+
+def grid(
+    videos: np.ndarray, columns: int | None = None, scale: int = 1, pad: int = 1
+) -> np.ndarray:
+    """Tiles videos `[B, N, H, W, 3]` (uint8) into one video `[N, rows*H', cols*W', 3]`."""
+    b, n, h, w, c = videos.shape
+    columns = columns or math.ceil(math.sqrt(b))
+    rows = math.ceil(b / columns)
+    if scale > 1:
+        videos = videos.repeat(scale, axis=2).repeat(scale, axis=3)
+        h, w = h * scale, w * scale
+    out = np.full((n, rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(b):
+        r, col = divmod(i, columns)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        out[:, y : y + h, x : x + w] = videos[i]
+    return out
+
+
+def write_samples(path_stem: str, videos: np.ndarray, fps: int = 8, scale: int = 0) -> list[str]:
+    """Writes a grid of `videos` ([-1, 1], `[B, N, H, W, C]`) as `path_stem.gif` and `.mp4`.
+
+    Small videos are enlarged (nearest neighbour) so the grid is at least ~256 pixels wide.
+    Returns the written paths.
+    """
+    frames = to_uint8(videos)
+    if scale <= 0:
+        scale = max(1, 256 // (frames.shape[3] * math.ceil(math.sqrt(frames.shape[0]))))
+    tiled = grid(frames, scale=scale)
+    os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
+    gif = path_stem + ".gif"
+    iio.imwrite(gif, tiled, duration=1000.0 / fps, loop=0)
+    mp4 = path_stem + ".mp4"
+    even = tiled[:, : tiled.shape[1] // 2 * 2, : tiled.shape[2] // 2 * 2]
+    video_io.write_video(mp4, even, fps=fps)
+    return [gif, mp4]
+
+
+def clip_boundary_coherence(video: np.ndarray, clip_length: int) -> dict[str, float]:
+    """How smoothly a long video `[B, T, H, W, C]` made of clips of `clip_length` frames flows.
+
+    Returns the mean absolute frame-to-frame difference across clip boundaries and within clips,
+    and their ratio (1 means boundaries are as smooth as the clips themselves).
+    """
+    video = np.asarray(video, np.float32)
+    diffs = np.abs(np.diff(video, axis=1)).mean(axis=(0, 2, 3, 4))  # [T - 1]
+    boundary = np.zeros_like(diffs, dtype=bool)
+    boundary[clip_length - 1 :: clip_length] = True
+    if not boundary.any() or boundary.all():
+        raise ValueError("need at least two clips of two frames or more to compare boundaries")
+    at, within = float(diffs[boundary].mean()), float(diffs[~boundary].mean())
+    return {
+        "boundary_frame_diff": at,
+        "within_clip_frame_diff": within,
+        "boundary_to_within_ratio": at / max(within, 1e-12),
+    }

@@ -1,0 +1,175 @@
+"""Pure steps: the train step and the sampling step (no I/O). Both are jitted by their callers
+with explicit shardings; the train step donates the state.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vfjax import sharding as sharding_lib
+from vfjax import state as state_lib
+from vfjax.models.videofusion import Diffusion
+
+Array = jax.Array
+
+
+def diffusion_from_config(config) -> Diffusion:
+    lam = config.diffusion.lam
+    return Diffusion.create(
+        config.model.kind,
+        config.data.num_frames,
+        tuple(lam) if isinstance(lam, tuple | list) else lam,
+        config.diffusion.key_frame,
+        config.diffusion.schedule,
+        config.diffusion.num_timesteps,
+    )
+
+
+def make_cond(config, batch: dict, rng: Array | None = None) -> dict | None:
+    """The condition of a batch, with each example's condition dropped (replaced by the null
+    condition) with probability `diffusion.cond_drop_rate` when `rng` is given."""
+    kind = config.data.cond
+    if kind == "none":
+        return None
+    if kind == "class":
+        cond = {"label": batch["label"].astype(jnp.int32)}
+    else:
+        cond = {"text": batch["text_emb"]}
+    if rng is None or config.diffusion.cond_drop_rate == 0:
+        return cond
+    drop = jax.random.bernoulli(rng, config.diffusion.cond_drop_rate, (batch["video"].shape[0],))
+    return jax.tree.map(
+        lambda c, n: jnp.where(drop.reshape((-1,) + (1,) * (c.ndim - 1)), n, c),
+        cond,
+        null_cond(config, cond),
+    )
+
+
+def null_cond(config, cond: dict | None) -> dict | None:
+    """The dropped condition: the null class (index `num_classes`) or a zero text embedding."""
+    if cond is None:
+        return None
+    out = {}
+    if "label" in cond:
+        out["label"] = jnp.full_like(cond["label"], config.model.num_classes)
+    if "text" in cond:
+        out["text"] = jnp.zeros_like(cond["text"])
+    return out
+
+
+def train_step(
+    state: state_lib.TrainState, batch: dict, *, setup: state_lib.Setup, config
+) -> tuple[state_lib.TrainState, dict]:
+    """One optimisation step of both generators on a global batch.
+
+    A step whose loss or gradients are not finite leaves the state unchanged and reports
+    `finite = 0`; the training loop stops on it with the last good state intact.
+    """
+    diffusion = diffusion_from_config(config)
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    loss_rng, cond_rng, dropout_rng = jax.random.split(rng, 3)
+    cond = make_cond(config, batch, cond_rng)
+    uses_dropout = any(config.model[net].get("dropout", 0.0) > 0 for net in ("base", "residual"))
+
+    def loss_fn(params):
+        if config.optim.freeze_base and "base" in params:
+            params = {**params, "base": jax.lax.stop_gradient(params["base"])}
+        model = state_lib.model_from(setup, params)
+        return model.loss(
+            batch["video"], loss_rng, diffusion, cond, dropout_rng if uses_dropout else None
+        )
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state_lib.ema_update(state.ema, params, state.step, config.optim.ema_decay)
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema)
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
+    new = new.replace(step=state.step + 1)
+    metrics = {
+        "loss": loss,
+        **terms,
+        "grad_norm": grad_norm,
+        "lr": state_lib.lr_schedule(config.optim, config.total_steps)(state.step),
+        "finite": finite.astype(jnp.int32),
+    }
+    return new, metrics
+
+
+# Compiled train steps of this process, by everything that shapes the program: a second run in
+# the same process (a sweep in a notebook, a resumed run in a test) skips tracing and compiling.
+_COMPILED: dict = {}
+
+
+def _program_key(config, mesh, batch_spec: dict) -> tuple:
+    """The config fields, mesh and batch layout that determine the compiled train step."""
+    fields = {
+        "model": config.model.to_dict(),
+        "diffusion": config.diffusion.to_dict(),
+        "optim": config.optim.to_dict(),
+        "data": {k: config.data[k] for k in ("cond", "num_frames", "resolution", "channels")},
+        # Only a cosine schedule depends on the run length.
+        "total_steps": config.total_steps if config.optim.schedule == "cosine" else None,
+    }
+    batch = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(batch_spec.items()))
+    devices = tuple(d.id for d in mesh.devices.flat)
+    return repr(fields), tuple(mesh.shape.items()), devices, batch
+
+
+def compile_train_step(setup: state_lib.Setup, config, batch_spec: dict):
+    """Ahead-of-time compiled train step: state sharded per `setup`, batch over the mesh,
+    state donated. Reused when this process compiled the same program before."""
+    key = _program_key(config, setup.mesh, batch_spec)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    batch_sharding = sharding_lib.batch_sharding(setup.mesh)
+    step = jax.jit(
+        functools.partial(train_step, setup=setup, config=config),
+        in_shardings=(setup.shardings, batch_sharding),
+        out_shardings=(setup.shardings, sharding_lib.replicated(setup.mesh)),
+        donate_argnums=(0,),
+    )
+    abstract_batch = {
+        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+        for k, v in batch_spec.items()
+    }
+    compiled = step.lower(setup.abstract_state, abstract_batch).compile()
+    _COMPILED[key] = compiled
+    return compiled
+
+
+def sample_videos(
+    params: dict,
+    base_rng: Array,
+    residual_rng: Array,
+    cond: dict | None,
+    *,
+    setup: state_lib.Setup,
+    config,
+    num_videos: int,
+    num_clips: int = 1,
+) -> Array:
+    """Videos `[num_videos, num_clips * N, H, W, C]` in [-1, 1] from `params` (use the EMA)."""
+    data = config.data
+    shape = (num_videos, data.num_frames, data.resolution, data.resolution, data.channels)
+    model = state_lib.model_from(setup, params)
+    s = config.sampling
+    guidance = float(s.guidance_scale) if cond is not None else 1.0
+    return model.sample(
+        shape,
+        base_rng,
+        residual_rng,
+        diffusion_from_config(config),
+        num_steps=s.num_steps,
+        eta=s.eta,
+        clip_x0=s.clip_x0,
+        cond=cond,
+        null_cond=null_cond(config, cond),
+        guidance_scale=guidance,
+        num_clips=num_clips,
+    )
