@@ -8,7 +8,8 @@ Prepare the data set once (UCF101 extracted with its split lists, see README), t
         --config.data.data_dir=/data/tfds
 
 Variants: `vdm` (VDM baseline, same residual network), `class` (class-conditional, guidance),
-`runlocal` (CPU smoke run on the same data). Target (paper): unconditional IS 72.22, FVD 220; with `class`, IS 80.03, FVD 173.
+`runlocal` (CPU smoke run on the same data). Target (paper): unconditional IS 72.22, FVD 220;
+with `class`, IS 80.03, FVD 173.
 
 Known from the paper: decomposed noise with lambda = 0.5 for non-key frames (its ablation's best),
 key frame N // 2, stop-gradient joint training, DDIM/DDPM sampling. Not stated (our choices, in

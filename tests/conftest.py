@@ -1,10 +1,11 @@
 """Test setup, applied before JAX starts (and inherited by the subprocesses tests launch).
 
 - 8 fake CPU devices, for the sharding tests.
-- XLA:CPU at backend optimisation level 0 and a persistent compilation cache: compiling a train
-  step dominates these tests (XLA:CPU takes tens of seconds even for a tiny UNet), level 0 halves
-  that, and the cache lets later tests (and subprocesses) reuse a program compiled earlier.
-  Neither changes what is computed.
+- A persistent compilation cache: compiling a train step dominates these tests (XLA:CPU takes
+  tens of seconds even for a tiny UNet), and the cache lets later tests (and the subprocesses
+  they start) reuse a program compiled earlier. It does not change what is computed. (XLA's
+  backend optimisation level 0 compiles faster but runs the multi-step tests slower: measured,
+  the whole suite took longer with it.)
 """
 
 import os
@@ -12,11 +13,49 @@ import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "vfjax-test-jax-cache")
 )
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+@pytest.fixture(scope="session")
+def class_run(tmp_path_factory) -> str:
+    """The workdir of the tiny class-conditional config trained from scratch for 40 steps, shared
+    by the conditioning and evaluation tests (one xdist group, so it is trained once)."""
+    from tests.helpers import CLASS_FIELDS, tiny
+    from vfjax import train
+
+    workdir = str(tmp_path_factory.mktemp("class_run") / "run")
+    train.train(tiny(total_steps=40, checkpoint_every_steps=40, **CLASS_FIELDS), workdir)
+    return workdir
+
+
+# Under pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml), each module's tests run on
+# one worker, in order, so module fixtures are built once; tests marked with a shared
+# `xdist_group` (the two that compile the default config) run on the same worker, where the second
+# finds the first one's programs in the compilation cache. The longest modules start first so
+# that neither worker is left alone with one at the end.
+_LONGEST_FIRST = (
+    "tests.test_train",
+    "tests.test_multiprocess",
+    "tests.test_conditioning",
+    "tests.test_evaluate",
+    "tests.test_models",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(mark.name == "xdist_group" for mark in item.iter_markers()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+    def rank(item):
+        name = item.module.__name__
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)

@@ -201,7 +201,7 @@ def test_make_global_batch_assembles_a_sharded_array():
     "fields, kwargs, match",
     [
         ({"num_classes": 10}, {}, "num_classes=10 but synthetic has 4"),
-        ({"cond": "text"}, {}, "text_emb"),
+        ({"cond": "text"}, {}, "the synthetic data set has none"),
         ({}, {"process_count": 3}, "multiple of the 3 processes"),
         ({}, {"process_index": 2, "process_count": 2}, "process_index=2"),
         ({"name": "moving_mnist"}, {}, "valid names"),

@@ -104,7 +104,15 @@ def test_init_params_follow_their_metadata():
 
 @functools.cache
 def _video_net(frame_embedding: bool, dtype: str = "float32"):
-    cfg = tiny3d(zero_init=False, frame_embedding=frame_embedding, dtype=dtype)
+    # One level at 8x8 (both attentions on): what these checks need, and quick to compile.
+    cfg = tiny3d(
+        zero_init=False,
+        frame_embedding=frame_embedding,
+        dtype=dtype,
+        image_size=8,
+        channel_mult=(1,),
+        temporal_attn_resolutions=(8,),
+    )
     return init.create_model(lambda r: UNet3D(cfg, rngs=r), jax.random.key(1))
 
 
@@ -113,8 +121,8 @@ def _forward(net, x, t):
 
 
 def test_frame_embedding_makes_frames_differ():
-    frame = jax.random.normal(jax.random.key(0), (1, 1, 16, 16, 3))
-    x = jnp.broadcast_to(frame, (1, 4, 16, 16, 3))
+    frame = jax.random.normal(jax.random.key(0), (1, 1, 8, 8, 3))
+    x = jnp.broadcast_to(frame, (1, 4, 8, 8, 3))
     t = jnp.array([500])
     out = _forward(_video_net(True), x, t)
     assert float(jnp.abs(out[:, 0] - out[:, 1]).max()) > 1e-3
@@ -127,34 +135,35 @@ def test_frame_embedding_makes_frames_differ():
 def test_bf16_compute_runs_with_fp32_params():
     net = _video_net(True, "bfloat16")
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(net, nnx.Param)))
-    out = _forward(net, jnp.ones((2, 4, 16, 16, 3)), jnp.array([10, 900]))
-    assert out.dtype == jnp.float32 and out.shape == (2, 4, 16, 16, 3)
+    out = _forward(net, jnp.ones((2, 4, 8, 8, 3)), jnp.array([10, 900]))
+    assert out.dtype == jnp.float32 and out.shape == (2, 4, 8, 8, 3)
     assert bool(jnp.all(jnp.isfinite(out))) and float(jnp.abs(out).max()) > 0
-
-
-def _grads(model, diffusion, x0, weights):
-    graphdef, params = nnx.split(model, nnx.Param)
-
-    def loss(p, w):
-        return nnx.merge(graphdef, p).loss(x0, jax.random.key(3), diffusion, frame_weights=w)[0]
-
-    return jax.jit(jax.grad(loss))(params, weights)
 
 
 def test_stop_gradient_rule():
     """Base generator: gradient from the key frame's term only; residual: none from it."""
-    cfg2, cfg3 = tiny2d(zero_init=False, dtype="float32"), tiny3d(zero_init=False, dtype="float32")
+    one_level = dict(image_size=8, channel_mult=(1,), zero_init=False, dtype="float32")
+    cfg2 = tiny2d(**one_level)
+    cfg3 = tiny3d(**one_level, temporal_attn_resolutions=(8,))
     model = init.create_model(lambda r: vf.VideoFusion(cfg2, cfg3, rngs=r), jax.random.key(2))
     n = 4
     diffusion = vf.Diffusion.create("videofusion", n, 0.5)
-    x0 = jax.random.uniform(jax.random.key(4), (2, n, 16, 16, 3), minval=-1, maxval=1)
+    x0 = jax.random.uniform(jax.random.key(4), (2, n, 8, 8, 3), minval=-1, maxval=1)
     key = jnp.zeros((n,)).at[diffusion.key_frame].set(1.0)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    @jax.jit
+    def grads(w):  # Gradients of the loss with per-frame weights w.
+        def loss(p):
+            return nnx.merge(graphdef, p).loss(x0, jax.random.key(3), diffusion, frame_weights=w)[0]
+
+        return jax.grad(loss)(params)
 
     def norms(g):
         return [float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(g)]
 
-    only_key = _grads(model, diffusion, x0, key)
-    only_others = _grads(model, diffusion, x0, (1.0 - key) / (n - 1))
+    only_key = grads(key)
+    only_others = grads((1.0 - key) / (n - 1))
     assert max(norms(only_key["residual"])) == 0.0
     assert max(norms(only_key["base"])) > 0.0
     assert max(norms(only_others["base"])) == 0.0

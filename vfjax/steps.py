@@ -173,3 +173,19 @@ def sample_videos(
         guidance_scale=guidance,
         num_clips=num_clips,
     )
+
+
+def make_sampler(config, setup: state_lib.Setup, batch: int, num_clips: int = 1):
+    """The one sampler of training previews, the sample mode, evaluation and the benchmark:
+    `(ema, base_rng, residual_rng, cond) -> videos [batch, num_clips * N, H, W, C]`, jitted with
+    the EMA's shardings and the videos split over the devices when `batch` divides."""
+    mesh = setup.mesh
+    out = (
+        sharding_lib.batch_sharding(mesh)
+        if batch % mesh.size == 0
+        else sharding_lib.replicated(mesh)
+    )
+    fn = functools.partial(
+        sample_videos, setup=setup, config=config, num_videos=batch, num_clips=num_clips
+    )
+    return jax.jit(fn, in_shardings=(setup.shardings.ema, None, None, None), out_shardings=out)

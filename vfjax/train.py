@@ -56,13 +56,27 @@ class _Preemption:
 
 
 def prepare_config(config):
-    """Fills fields that come from the data set (class count) and checks the result."""
+    """Fills fields that come from the data set (class count, caption-embedding width) and
+    checks the result."""
     config = config.copy_and_resolve_references()
     if config.data.cond == "class" and not config.model.num_classes:
         info = data_lib.data_info(config.data)
         if not info.get("num_classes"):
             raise ValueError(f"data.cond='class' but data set {config.data.name!r} has no classes.")
         config.model.num_classes = int(info["num_classes"])
+    if config.data.cond == "text":
+        info = data_lib.data_info(config.data)
+        if not info["text_dim"]:
+            raise ValueError(
+                f"data.cond='text' but {config.data.name!r} has no caption embeddings: run "
+                "--mode=prepare with data.cond='text' and data.text_encoder set."
+            )
+        if config.model.text_dim and config.model.text_dim != info["text_dim"]:
+            raise ValueError(
+                f"model.text_dim={config.model.text_dim} but the stored caption embeddings are "
+                f"{info['text_dim']} wide; set 0 to take it from the data set."
+            )
+        config.model.text_dim = int(info["text_dim"])
     return config
 
 
@@ -120,27 +134,7 @@ class Previewer:
         self.config = config
         self.dir = os.path.join(workdir, "samples")
         self.num = config.sampling.num_videos
-        n_dev = setup.mesh.size
-        out = (
-            sharding_lib.batch_sharding(setup.mesh)
-            if self.num % n_dev == 0
-            else sharding_lib.replicated(setup.mesh)
-        )
-
-        def fn(params, base_rng, residual_rng, cond):
-            return steps.sample_videos(
-                params,
-                base_rng,
-                residual_rng,
-                cond,
-                setup=setup,
-                config=config,
-                num_videos=self.num,
-            )
-
-        self._fn = jax.jit(
-            fn, in_shardings=(setup.shardings.ema, None, None, None), out_shardings=out
-        )
+        self._fn = steps.make_sampler(config, setup, self.num)
 
     def cond(self, batch: dict | None) -> dict | None:
         kind = self.config.data.cond

@@ -1,0 +1,82 @@
+"""`--mode=evaluate` end to end on a tiny (class-conditional) checkpoint of the default config."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.helpers import CLASS_FIELDS, tiny
+from vfjax import train
+from vfjax.evaluation import evaluate
+
+pytestmark = pytest.mark.xdist_group("class_run")  # Shares the class_run fixture (conftest).
+
+
+@pytest.fixture
+def trained(class_run):
+    return class_run
+
+
+def _eval_config(tmp_path, **fields):
+    # 3 clips in one batch of 4: one sampler call and one I3D call (padded to the 8 devices) for
+    # each side; I3D at 224x224 is what costs here.
+    return tiny(
+        **CLASS_FIELDS,
+        **{
+            "eval.num_generated": 3,
+            "eval.num_real": 3,
+            "eval.batch_size": 4,
+            "eval.cache_dir": str(tmp_path / "cache"),
+            **fields,
+        },
+    )
+
+
+def test_evaluate_writes_every_protocol_field(trained, tmp_path):
+    result = evaluate.evaluate(_eval_config(tmp_path), trained)
+    path = os.path.join(trained, "eval", "tats_40.json")
+    with open(path) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(result))
+    for field in (
+        "protocol",
+        "dataset",
+        "split",
+        "num_generated",
+        "num_real",
+        "num_frames",
+        "stride",
+        "resolution",
+        "clip_resolution",
+        "resize_method",
+        "covariance_ddof",
+        "seed",
+        "checkpoint_step",
+        "feature_networks",
+    ):
+        assert field in saved, field
+    assert saved["protocol"] == "tats" and saved["checkpoint_step"] == 40
+    assert saved["sampler"]["condition"] == "labels cycled 0..K-1"
+    assert saved["num_generated"] == 3 and saved["num_frames"] == 16 and saved["resolution"] == 224
+    assert saved["generated_clips_per_video"] == 4  # 4-frame clips sharing their base noise
+    (net,) = saved["feature_networks"]
+    assert net["name"].startswith("i3d") and len(net["weights"][0]["sha256"]) == 64
+    assert np.isfinite(saved["fvd"]) and saved["fvd"] > 0 and np.isfinite(saved["kvd"])
+    assert "is_skipped" in saved  # IS needs the UCF101 classifier
+    assert os.path.getsize(os.path.join(trained, "eval", "tats_40.gif")) > 0
+    assert not saved["real_features_cached"]
+
+    # The real side is cached per data set and protocol: asked again, it is read back.
+    config = train.prepare_config(_eval_config(tmp_path))
+    protocol = evaluate._protocol(config)
+    network = evaluate.i3d.with_preprocess(evaluate.i3d.load_i3d(), protocol.resize_method)
+    feats, cached = evaluate.real_features(config, protocol, network, None)
+    assert cached and feats.shape == (3, 400)
+
+
+def test_evaluate_refuses_unknown_protocol_and_missing_checkpoint(tmp_path, trained):
+    with pytest.raises(ValueError, match="Unknown evaluation protocol"):
+        evaluate.evaluate(_eval_config(tmp_path, **{"eval.protocol": "fvd9000"}), trained)
+    with pytest.raises(FileNotFoundError, match="No checkpoint"):
+        evaluate.evaluate(_eval_config(tmp_path), str(tmp_path / "empty"))
