@@ -5,6 +5,8 @@
     python -m vfjax.data stats --name=ucf101 --data_dir=~/tfds --resolution=64
     python -m vfjax.data bench --name=video_folder --manual_dir=/tmp/vf_videos \\
         --data_dir=/tmp/vf_tfds --fake_videos=32 --resolution=64 --num_frames=16
+    python -m vfjax.data text --name=video_folder --data_dir=~/tfds --resolution=64 \\
+        --encoder=minilm [--max_tokens=32]      # (re)embed the captions of a prepared set
 """
 
 import argparse
@@ -13,7 +15,7 @@ import sys
 
 from absl import logging
 
-from vfjax.data import bench, preparation, storage
+from vfjax.data import bench, preparation, storage, text
 from vfjax.data import config as config_lib
 
 
@@ -22,12 +24,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m vfjax.data", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
+    for name, summary in (
         ("prepare", "build a data set from local files and print its statistics"),
         ("stats", "print the statistics of a prepared data set"),
         ("bench", "measure the clips/s the input pipeline delivers"),
+        ("text", "embed the stored captions of a prepared data set (text conditioning)"),
     ):
-        sub = commands.add_parser(name, help=text)
+        sub = commands.add_parser(name, help=summary)
         sub.add_argument("--name", required=True, choices=config_lib.DATASET_NAMES)
         sub.add_argument("--manual_dir", default="")
         sub.add_argument("--data_dir", default="")
@@ -39,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--workers", type=int, default=0, help="prepare threads (0: all cores)")
         sub.add_argument("--num_frames", type=int, default=16)
         sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+        if name in ("prepare", "text"):
+            sub.add_argument("--encoder", default="", help="text encoder: 'minilm' or a folder")
+            sub.add_argument("--max_tokens", type=int, default=32)
         if name == "bench":
             sub.add_argument("--stride", type=int, default=1)
             sub.add_argument("--batch_size", type=int, default=8)
@@ -59,6 +65,9 @@ def _data_config(args):
     cfg.jpeg_quality, cfg.prepare_workers = args.jpeg_quality, args.workers
     if args.command == "bench":
         cfg.stride, cfg.num_workers, cfg.prefetch = args.stride, args.num_workers, args.prefetch
+    if args.command in ("prepare", "text") and (args.encoder or args.command == "text"):
+        cfg.cond, cfg.text_encoder = "text", args.encoder or text.MINILM
+        cfg.text_max_tokens = args.max_tokens
     return cfg
 
 
@@ -73,6 +82,8 @@ def main(argv: list[str]) -> int:
             result = preparation.prepare(cfg)
         elif args.command == "stats":
             result = storage.dataset_stats(storage.open_builder(cfg))
+        elif args.command == "text":
+            result = text.ensure_embedded(cfg)
         else:
             if args.fake_videos:
                 if not cfg.manual_dir:
@@ -85,7 +96,7 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.json or args.command == "bench":
+    if args.json or args.command in ("bench", "text"):
         print(json.dumps(result))
     else:
         print(preparation.format_stats(result))

@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from vfjax.data import storage, video_io
+from vfjax.data import storage, text, video_io
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -33,12 +33,17 @@ class RecordSource:
       builder: the prepared data set (`storage.open_builder`).
       splits: split names, read one after the other.
       min_frames: records with fewer frames are left out (0 keeps all).
-      text_emb: whether to pass the stored 'text_emb' feature through.
+      text_emb: whether to add each video's caption embedding (`vfjax.data.text`), float32
+        `[S, D]`.
     """
 
     def __init__(self, builder, splits: list[str], *, min_frames: int = 0, text_emb: bool = False):
         self._sources = [storage.open_split(builder, split) for split in splits]
-        self._text_emb = text_emb
+        self._text = (
+            [text.open_split(str(builder.data_dir), split) for split in splits]
+            if text_emb
+            else None
+        )
         if min_frames:
             index = storage.read_index(builder)
             keep = [
@@ -53,10 +58,11 @@ class RecordSource:
         return len(self._record_of)
 
     def __getitem__(self, index: int) -> dict:
-        record = self._sources[self._split_of[index]][int(self._record_of[index])]
+        split, position = self._split_of[index], int(self._record_of[index])
+        record = self._sources[split][position]
         element = {"video": record["video"], "label": int(record["label"])}
-        if self._text_emb:
-            element["text_emb"] = np.asarray(record["text_emb"], np.float32)
+        if self._text is not None:
+            element["text_emb"] = np.asarray(self._text[split][position], np.float32)
         return element
 
 

@@ -42,6 +42,10 @@ def default_config() -> ml_collections.ConfigDict:
     # captions.jsonl / captions.csv in manual_dir).
     cfg.folder_labels = True
     cfg.captions = ""
+    # cond='text': the caption encoder ('minilm' or a local Hugging Face model folder) and the
+    # tokens per caption; prepare embeds every stored caption with it (`vfjax.data.text`).
+    cfg.text_encoder = ""
+    cfg.text_max_tokens = 32
     cfg.synthetic = synthetic_defaults()
     return cfg
 
@@ -91,6 +95,12 @@ def validate(data_config) -> None:
     for field in ("num_workers", "prefetch", "store_resolution", "min_frames", "prepare_workers"):
         if not isinstance(cfg[field], int) or cfg[field] < 0:
             raise ValueError(f"data.{field} must be a non-negative integer, got {cfg[field]!r}.")
+    if not isinstance(cfg.text_max_tokens, int) or cfg.text_max_tokens <= 0:
+        raise ValueError(
+            f"data.text_max_tokens must be a positive integer, got {cfg.text_max_tokens!r}."
+        )
+    if cfg.cond == "text" and cfg.name == "synthetic":
+        raise ValueError("data.cond='text' needs captions; the synthetic data set has none.")
     if not 1 <= cfg.jpeg_quality <= 100:
         raise ValueError(f"data.jpeg_quality must be in 1..100, got {cfg.jpeg_quality!r}.")
     if cfg.name == "synthetic":

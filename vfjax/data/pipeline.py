@@ -18,7 +18,7 @@ import grain
 import jax
 import numpy as np
 
-from vfjax.data import clips, storage, synthetic
+from vfjax.data import clips, storage, synthetic, text
 from vfjax.data import config as config_lib
 
 _STATE_VERSION = 1
@@ -201,7 +201,8 @@ def _plan(cfg) -> _Plan:
         )
     if cfg.cond == "text" and not info["has_text_emb"]:
         raise ValueError(
-            f"data.cond='text' needs a stored 'text_emb' feature, which {cfg.name} lacks."
+            f"data.cond='text' needs caption embeddings, which {cfg.name} lacks: run "
+            "--mode=prepare with data.cond='text' and data.text_encoder set."
         )
     sampler = clips.ClipSampler(
         num_frames=cfg.num_frames,
@@ -246,7 +247,8 @@ def data_info(data_config) -> dict:
 
     Returns:
       name, num_classes, class_names, num_train_videos (videos in `data.split`), splits
-      (videos per split), resolution (stored frame size), has_text_emb.
+      (videos per split), resolution (stored frame size), has_text_emb, text_dim (width of the
+      stored caption embeddings, 0 without), text_tokens.
     """
     config_lib.validate(data_config)
     cfg = config_lib.with_defaults(data_config)
@@ -257,10 +259,13 @@ def data_info(data_config) -> dict:
             "num_train_videos": info["num_videos"],
             "splits": {"train": info["num_videos"]},
             "has_text_emb": False,
+            "text_dim": 0,
+            "text_tokens": 0,
         }
     builder = storage.open_builder(cfg)
     names = storage.class_names(builder)
     splits = {name: split.num_examples for name, split in builder.info.splits.items()}
+    text_info = text.read_info(str(builder.data_dir))
     return {
         "name": cfg.name,
         "num_classes": len(names),
@@ -268,7 +273,9 @@ def data_info(data_config) -> dict:
         "num_train_videos": sum(splits[s] for s in storage.check_splits(builder, cfg.split)),
         "splits": splits,
         "resolution": builder.info.features["video"].feature.shape[0],
-        "has_text_emb": "text_emb" in builder.info.features,
+        "has_text_emb": text_info is not None,
+        "text_dim": int(text_info["dim"]) if text_info else 0,
+        "text_tokens": int(text_info["max_tokens"]) if text_info else 0,
     }
 
 

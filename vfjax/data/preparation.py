@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from vfjax.data import config as config_lib
-from vfjax.data import storage, synthetic
+from vfjax.data import storage, synthetic, text
 from vfjax.data.builders import BUILDERS
 
 
@@ -56,6 +56,12 @@ def prepare(data_config) -> dict:
         )
     if not os.path.isdir(os.path.expanduser(cfg.manual_dir)):
         raise ValueError(f"data.manual_dir={cfg.manual_dir} does not exist or is not a folder.")
+    if cfg.cond == "text":  # The encoder must be there before hours of decoding.
+        if not cfg.text_encoder:
+            raise ValueError(
+                "data.cond='text' needs data.text_encoder: 'minilm' or a local text model folder."
+            )
+        text.encoder_path(cfg.text_encoder)
     builder = make_builder(cfg)
     directory = storage.builder_dir(cfg)
     if storage.is_prepared(directory):
@@ -67,7 +73,10 @@ def prepare(data_config) -> dict:
     stored = storage.open_builder(cfg)
     if not os.path.isfile(os.path.join(directory, storage.INDEX_FILE)):
         storage.write_index(stored)
+    if cfg.cond == "text":
+        text.ensure_embedded(cfg)
     stats = storage.dataset_stats(stored)
+    stats["text"] = text.read_info(directory)
     logging.info("%s", format_stats(stats))
     return stats
 
@@ -113,6 +122,12 @@ def format_stats(stats: dict) -> str:
             if s["skipped"] > 5:
                 line += f"; ... ({s['skipped'] - 5} more)"
         lines.append(line)
+    if stats.get("text"):
+        t = stats["text"]
+        lines.append(
+            f"  caption embeddings: {t['encoder']} ({t['max_tokens']} tokens x {t['dim']}), "
+            f"{sum(s['empty_captions'] for s in t['splits'].values())} videos without a caption"
+        )
     return "\n".join(lines)
 
 

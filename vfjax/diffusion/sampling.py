@@ -64,10 +64,12 @@ def guided(fn: Callable, x: Array, t: Array, cond: Any, null_cond: Any, scale: f
     """Classifier-free guidance `out_u + w (out_c - out_u)` in one batched call.
 
     `scale = 1` is the plain conditional prediction (one call, no null condition needed);
-    `scale = 0` the unconditional one.
+    `scale = 0` the unconditional one (one call with the null condition). Both are exact.
     """
     if scale == 1.0 or null_cond is None:
         return fn(x, t, cond)
+    if scale == 0.0:
+        return fn(x, t, null_cond)
     both = jax.tree.map(lambda c, u: jnp.concatenate([c, u]), cond, null_cond)
     out = fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
     out_c, out_u = jnp.split(out, 2)

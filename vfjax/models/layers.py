@@ -281,7 +281,10 @@ class EmbeddingMLP(nnx.Module):
 class ResBlock(nnx.Module):
     """Residual block: GroupNorm, SiLU, 3x3 conv, timestep embedding, GroupNorm, SiLU, dropout,
     3x3 conv, plus a (1x1 conv) shortcut. The embedding is added, or applied as scale and shift
-    of the second normalisation (`scale_shift`, ADM's `use_scale_shift_norm`).
+    of the second normalisation (`scale_shift`, ADM's `use_scale_shift_norm`). With `resample`
+    ('down': 2x2 average pool, 'up': nearest x2) the block also resamples, both branches between
+    the first normalisation and the first convolution (ADM's `resblock_updown`, diffusers'
+    'resnet' up/downsampling).
     """
 
     def __init__(
@@ -295,8 +298,12 @@ class ResBlock(nnx.Module):
         dropout: float = 0.0,
         scale_shift: bool = False,
         zero_init: bool = True,
+        resample: str | None = None,
     ):
+        if resample not in (None, "down", "up"):
+            raise ValueError(f"ResBlock resample must be None, 'down' or 'up', got {resample!r}.")
         self.scale_shift = scale_shift
+        self.resample = resample
         self.norm1 = GroupNorm(in_ch, opts)
         self.conv1 = conv(in_ch, out_ch, opts, rngs)
         self.time_emb_proj = dense(emb_dim, 2 * out_ch if scale_shift else out_ch, opts, rngs)
@@ -309,7 +316,10 @@ class ResBlock(nnx.Module):
 
     def __call__(self, x: Array, emb: Array, rngs: nnx.Rngs | None = None) -> Array:
         """x `[M, H, W, C]`, emb `[M, D]`."""
-        h = self.conv1(self.norm1(x, act=True))
+        h = self.norm1(x, act=True)
+        if self.resample is not None:
+            h, x = resample_2x(h, self.resample), resample_2x(x, self.resample)
+        h = self.conv1(h)
         e = self.time_emb_proj(jax.nn.silu(emb))[:, None, None, :]
         if self.scale_shift:
             scale, shift = jnp.split(e, 2, axis=-1)
@@ -488,6 +498,16 @@ def attention_block(
     raise ValueError(f"Unknown attention type {kind!r}; choose 'block' or 'transformer'.")
 
 
+def resample_2x(x: Array, direction: str) -> Array:
+    """`[M, H, W, C]` halved by 2x2 average pooling ('down') or doubled by nearest ('up')."""
+    m, h, w, c = x.shape
+    if direction == "down":
+        return x.reshape(m, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4)).astype(x.dtype)
+    return jnp.broadcast_to(x[:, :, None, :, None, :], (m, h, 2, w, 2, c)).reshape(
+        m, 2 * h, 2 * w, c
+    )
+
+
 class Downsample(nnx.Module):
     """Stride-2 3x3 convolution."""
 
@@ -505,8 +525,4 @@ class Upsample(nnx.Module):
         self.conv = conv(channels, channels, opts, rngs)
 
     def __call__(self, x: Array) -> Array:
-        m, h, w, c = x.shape
-        x = jnp.broadcast_to(x[:, :, None, :, None, :], (m, h, 2, w, 2, c)).reshape(
-            m, 2 * h, 2 * w, c
-        )
-        return self.conv(x)
+        return self.conv(resample_2x(x, "up"))

@@ -30,8 +30,10 @@ class UNet2DConfig:
     mid_attention: bool = True
     attn_type: str = "block"  # 'block' (ADM-style) or 'transformer'
     head_dim: int = 64
+    num_heads: int = 0  # > 0: this many heads in every attention layer (overrides head_dim)
     dropout: float = 0.0
     scale_shift: bool = False  # ADM's use_scale_shift_norm
+    resblock_updown: bool = False  # resample with residual blocks (ADM's resblock_updown)
     zero_init: bool = True  # zero the last layer of every residual branch
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
@@ -56,15 +58,36 @@ class UNet2DConfig:
 
 
 def _attention(cfg, channels: int, opts, rngs, context_dim: int | None) -> nnx.Module:
+    if cfg.num_heads and channels % cfg.num_heads:
+        raise ValueError(f"{channels} attention channels do not split into {cfg.num_heads} heads.")
+    head_dim = channels // cfg.num_heads if cfg.num_heads else min(cfg.head_dim, channels)
     return layers.attention_block(
         cfg.attn_type,
         channels,
-        min(cfg.head_dim, channels),
+        head_dim,
         opts,
         rngs,
         context_dim=context_dim,
         zero_init=cfg.zero_init,
     )
+
+
+def _resampler(cfg, direction: str, channels: int, emb_dim: int, opts, rngs) -> nnx.Module:
+    """A strided / nearest-neighbour convolution, or a resampling residual block."""
+    if cfg.resblock_updown:
+        return layers.ResBlock(
+            channels,
+            channels,
+            emb_dim,
+            opts,
+            rngs,
+            dropout=cfg.dropout,
+            scale_shift=cfg.scale_shift,
+            zero_init=cfg.zero_init,
+            resample=direction,
+        )
+    cls = layers.Downsample if direction == "down" else layers.Upsample
+    return cls(channels, opts, rngs)
 
 
 class Level(nnx.Module):
@@ -94,6 +117,11 @@ class Level(nnx.Module):
         )
         self.resample = resample
 
+    def apply_resample(self, x: Array, emb: Array, rngs) -> Array:
+        if isinstance(self.resample, layers.ResBlock):
+            return self.resample(x, emb, rngs)
+        return self.resample(x)
+
     def block(self, j: int, x: Array, emb: Array, context, rngs) -> Array:
         x = self.resnets[j](x, emb, rngs)
         if self.attentions is not None:
@@ -120,7 +148,7 @@ class UNet2D(nnx.Module):
         for i, out_ch in enumerate(chs):
             last = i == len(chs) - 1
             res = cfg.image_size // 2**i
-            resample = None if last else layers.Downsample(out_ch, opts, rngs)
+            resample = None if last else _resampler(cfg, "down", out_ch, emb_dim, opts, rngs)
             in_chs = [ch] + [out_ch] * (cfg.num_res_blocks - 1)
             down.append(
                 Level(
@@ -148,7 +176,7 @@ class UNet2D(nnx.Module):
             for _ in range(cfg.num_res_blocks + 1):
                 in_chs.append(ch + skips.pop())
                 ch = out_ch
-            resample = None if i == 0 else layers.Upsample(out_ch, opts, rngs)
+            resample = None if i == 0 else _resampler(cfg, "up", out_ch, emb_dim, opts, rngs)
             up.append(
                 Level(
                     cfg, in_chs, out_ch, emb_dim, res in cfg.attn_resolutions, resample, opts, rngs
@@ -190,7 +218,7 @@ class UNet2D(nnx.Module):
                     h = level.block(j, h, emb, context, rngs)
                     skips.append(h)
                 if level.resample is not None:
-                    h = level.resample(h)
+                    h = level.apply_resample(h, emb, rngs)
                     skips.append(h)
             h = self.mid_resnet_1(h, emb, rngs)
             if self.mid_attention is not None:
@@ -203,6 +231,6 @@ class UNet2D(nnx.Module):
                         j, jnp.concatenate([h, skips.pop()], axis=-1), emb, context, rngs
                     )
                 if level.resample is not None:
-                    h = level.resample(h)
+                    h = level.apply_resample(h, emb, rngs)
             h = self.conv_out(self.conv_norm_out(h, act=True))
             return h.astype(jnp.float32)
