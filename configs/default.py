@@ -1,7 +1,7 @@
 """The embedded default: VideoFusion on the built-in synthetic moving-shapes videos.
 
-Trains on a CPU in a few minutes (no download) and writes sample videos of shapes moving and
-bouncing to `WORKDIR/samples/`:
+Trains on a CPU in about ten minutes (2 cores, no download) and writes sample videos of shapes
+moving and bouncing to `WORKDIR/samples/`:
 
     python -m vfjax.main --config=configs/default.py --workdir=runs/default
 
@@ -53,7 +53,10 @@ def get_config(arg=None):
     c.optim.warmup_steps = 50
     c.optim.ema_decay = 0.99  # A short run: average over the last ~100 steps.
 
-    c.sampling.num_steps = 50
+    # DDPM-like sampling (eta = 1, 100 steps): after these 1000 steps, deterministic DDIM
+    # (eta = 0) left 19% of the sampled frames noisy, eta = 1 none (measured on one such run).
+    c.sampling.num_steps = 100
+    c.sampling.eta = 1.0
     c.sampling.num_videos = 8
     c.sampling.batch_size = 8
     return vfc.apply_variants(c, arg)

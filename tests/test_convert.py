@@ -3,18 +3,18 @@
 import json
 import os
 
+import diffusers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from flax import nnx
+from guided_diffusion import unet as unet_lib  # guided-diffusion-sdk: OpenAI's ADM code
 
 from vfjax import checkpointing
 from vfjax.models import convert
 from vfjax.models.unet2d import UNet2D, UNet2DConfig
-
-diffusers = pytest.importorskip("diffusers", reason="pip install -r requirements-test.txt")
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> None:
@@ -93,9 +93,6 @@ def test_diffusers_unet2d_matches(kw, tmp_path):
 
 
 def test_adm_unet_matches_guided_diffusion():
-    unet_lib = pytest.importorskip(
-        "guided_diffusion.unet", reason="pip install guided-diffusion-sdk"
-    )
     flags = (
         "--image_size 16 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2,2 "
         "--attention_resolutions 8,4 --num_heads 2 --use_scale_shift_norm True "
@@ -132,9 +129,6 @@ def test_adm_unet_matches_guided_diffusion():
 
 
 def test_adm_new_attention_order_and_head_channels():
-    unet_lib = pytest.importorskip(
-        "guided_diffusion.unet", reason="pip install guided-diffusion-sdk"
-    )
     reference = unet_lib.UNetModel(
         image_size=8,
         in_channels=3,

@@ -80,7 +80,14 @@ def sample(config, workdir: str) -> dict:
     if prompts:
         result["prompts"] = [prompts[i % len(prompts)] for i in range(len(videos))]
     if jax.process_index() == 0:
-        stem = os.path.join(workdir, "samples", f"sample_{step:07d}_{total}f_seed{seed}")
+        s = config.sampling
+        # Every setting that changes the videos is in the name: no run overwrites another's.
+        name = f"sample_{step:07d}_{total}f_seed{seed}-{residual_seed}_{s.num_steps}steps"
+        name += f"_eta{s.eta:g}" + (f"_w{s.guidance_scale:g}" if config.data.cond != "none" else "")
+        name += "" if s.clip_x0 else "_noclip"
+        if config.data.cond == "class":
+            name += f"_label{s.label}" if s.label >= 0 else "_labels"
+        stem = os.path.join(workdir, "samples", name)
         result["paths"] = samples.write_samples(stem, videos, fps=config.sampling.fps)
         np.save(stem + ".npy", videos.astype(np.float16))
         if num_clips > 1:

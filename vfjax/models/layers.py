@@ -314,6 +314,21 @@ class ResBlock(nnx.Module):
             conv(in_ch, out_ch, opts, rngs, kernel=(1, 1)) if in_ch != out_ch else None
         )
 
+    @classmethod
+    def from_config(cls, cfg, in_ch: int, out_ch: int, emb_dim: int, opts, rngs, **kwargs):
+        """A block with a generator config's `dropout`, `scale_shift` and `zero_init`."""
+        return cls(
+            in_ch,
+            out_ch,
+            emb_dim,
+            opts,
+            rngs,
+            dropout=cfg.dropout,
+            scale_shift=cfg.scale_shift,
+            zero_init=cfg.zero_init,
+            **kwargs,
+        )
+
     def __call__(self, x: Array, emb: Array, rngs: nnx.Rngs | None = None) -> Array:
         """x `[M, H, W, C]`, emb `[M, D]`."""
         h = self.norm1(x, act=True)

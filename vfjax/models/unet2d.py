@@ -75,16 +75,8 @@ def _attention(cfg, channels: int, opts, rngs, context_dim: int | None) -> nnx.M
 def _resampler(cfg, direction: str, channels: int, emb_dim: int, opts, rngs) -> nnx.Module:
     """A strided / nearest-neighbour convolution, or a resampling residual block."""
     if cfg.resblock_updown:
-        return layers.ResBlock(
-            channels,
-            channels,
-            emb_dim,
-            opts,
-            rngs,
-            dropout=cfg.dropout,
-            scale_shift=cfg.scale_shift,
-            zero_init=cfg.zero_init,
-            resample=direction,
+        return layers.ResBlock.from_config(
+            cfg, channels, channels, emb_dim, opts, rngs, resample=direction
         )
     cls = layers.Downsample if direction == "down" else layers.Upsample
     return cls(channels, opts, rngs)
@@ -95,19 +87,7 @@ class Level(nnx.Module):
 
     def __init__(self, cfg, in_chs: list[int], out_ch: int, emb_dim, attn, resample, opts, rngs):
         self.resnets = nnx.List(
-            [
-                layers.ResBlock(
-                    c,
-                    out_ch,
-                    emb_dim,
-                    opts,
-                    rngs,
-                    dropout=cfg.dropout,
-                    scale_shift=cfg.scale_shift,
-                    zero_init=cfg.zero_init,
-                )
-                for c in in_chs
-            ]
+            [layers.ResBlock.from_config(cfg, c, out_ch, emb_dim, opts, rngs) for c in in_chs]
         )
         context = cfg.text_dim or None
         self.attentions = (
@@ -159,15 +139,12 @@ class UNet2D(nnx.Module):
             skips += [out_ch] * cfg.num_res_blocks + ([] if last else [out_ch])
         self.down_blocks = nnx.List(down)
 
-        self.mid_resnet_1 = layers.ResBlock(
-            ch, ch, emb_dim, opts, rngs, scale_shift=cfg.scale_shift, zero_init=cfg.zero_init
-        )
+        # Dropout in the middle too, as in ADM and diffusers' UNetMidBlock2D.
+        self.mid_resnet_1 = layers.ResBlock.from_config(cfg, ch, ch, emb_dim, opts, rngs)
         self.mid_attention = (
             _attention(cfg, ch, opts, rngs, cfg.text_dim or None) if cfg.mid_attention else None
         )
-        self.mid_resnet_2 = layers.ResBlock(
-            ch, ch, emb_dim, opts, rngs, scale_shift=cfg.scale_shift, zero_init=cfg.zero_init
-        )
+        self.mid_resnet_2 = layers.ResBlock.from_config(cfg, ch, ch, emb_dim, opts, rngs)
 
         up = []
         for i, out_ch in reversed(list(enumerate(chs))):

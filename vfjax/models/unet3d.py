@@ -99,16 +99,7 @@ class VideoBlock(nnx.Module):
     """Residual block, temporal convolution, spatial attention, temporal attention."""
 
     def __init__(self, cfg, in_ch, out_ch, emb_dim, spatial, temporal, opts, rngs):
-        self.resnet = layers.ResBlock(
-            in_ch,
-            out_ch,
-            emb_dim,
-            opts,
-            rngs,
-            dropout=cfg.dropout,
-            scale_shift=cfg.scale_shift,
-            zero_init=cfg.zero_init,
-        )
+        self.resnet = layers.ResBlock.from_config(cfg, in_ch, out_ch, emb_dim, opts, rngs)
         self.temporal_conv = (
             TemporalConv(out_ch, cfg.temporal_conv_layers, cfg.dropout, opts, rngs)
             if cfg.temporal_conv_layers
