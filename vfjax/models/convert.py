@@ -219,20 +219,16 @@ def _diffusers_name(path: tuple) -> str:
         "mid_attention": ["mid_block", "attentions", 0],
     }
     parts = []
-    i = 0
-    while i < len(modules):
-        m = modules[i]
+    # Our AttentionBlock nests q/k/v/out under 'attn'; diffusers keeps them flat.
+    for m in (m for m in modules if m != "attn"):
         if m in mapping:
             parts += mapping[m]
         elif m == "resample":
             parts += ["downsamplers" if modules[0] == "down_blocks" else "upsamplers", 0]
-        elif m == "attn":  # Our AttentionBlock nests q/k/v/out; diffusers keeps them flat.
-            pass
         elif m == "to_out":
             parts += ["to_out", 0]
         else:
             parts.append(m)
-        i += 1
     return ".".join(map(str, parts + [_LEAF_NAMES[leaf]]))
 
 
