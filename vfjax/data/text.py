@@ -25,6 +25,9 @@ import numpy as np
 import tqdm
 from absl import logging
 
+from vfjax.data import config as config_lib
+from vfjax.data import storage
+
 TEXT_DIR = "text_emb"
 INFO_FILE = "info.json"
 MINILM = "minilm"
@@ -150,8 +153,6 @@ def embed_dataset(builder, encoder: TextEncoder) -> dict:
     Each split is written to a temporary file and renamed, so an interrupted run leaves the
     previous embeddings (or none), never a partial file.
     """
-    from vfjax.data import storage
-
     out_dir = text_dir(str(builder.data_dir))
     os.makedirs(out_dir, exist_ok=True)
     info = {**encoder.fingerprint(), "encoder_path": encoder.path, "splits": {}}
@@ -190,9 +191,6 @@ def _text(value) -> str:
 
 def ensure_embedded(data_config) -> dict:
     """Embeds the prepared data set's captions unless it holds embeddings of this encoder."""
-    from vfjax.data import config as config_lib
-    from vfjax.data import storage
-
     cfg = config_lib.with_defaults(data_config)
     if not cfg.text_encoder:
         raise ValueError(
@@ -211,9 +209,6 @@ def ensure_embedded(data_config) -> dict:
 def encode_prompts(data_config, prompts: list[str]) -> np.ndarray:
     """`[len(prompts), S, D]` embeddings of prompts, by the encoder the data set was embedded
     with (or `data.text_encoder`)."""
-    from vfjax.data import config as config_lib
-    from vfjax.data import storage
-
     cfg = config_lib.with_defaults(data_config)
     info = read_info(storage.builder_dir(cfg))
     source = cfg.text_encoder or (info or {}).get("encoder")
