@@ -9,7 +9,7 @@
 # Settings (environment): TPU_NAME, ZONE, ACCELERATOR_TYPE (required); PROJECT (default: gcloud's),
 # RUNTIME_VERSION (default v2-alpha-tpuv5-lite), SPOT=1 (preemptible capacity), KEEP=1 (do not
 # delete at the end), REMOTE_DIR (default vfjax), DRY_RUN=1 (print every command, run none).
-# The workdir should be a bucket path every worker can reach (Orbax writes there).
+# The workdir should be a bucket path every worker can reach: every file of the run goes there.
 set -euo pipefail
 
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}" "${ACCELERATOR_TYPE:?set ACCELERATOR_TYPE}"

@@ -1,6 +1,10 @@
 """Shared test configs: the default config shrunk until a train step compiles in seconds."""
 
+import json
 import os
+import subprocess
+import sys
+import time
 
 from vfjax import config as vfc
 
@@ -51,3 +55,29 @@ def tiny_cli_args(**fields) -> list[str]:
             value = "(" + ",".join(map(str, value)) + ("," if len(value) == 1 else "") + ")"
         args.append(f"--config.{key}={value}")
     return args
+
+
+def launch(tmp_path, name: str, num: int, args: list[str], env: dict | None = None, timeout=600):
+    """Runs `launch/local.sh num -- args` (4 fake CPU devices per process at 2 processes);
+    returns `(returncode, {log name: text}, seconds)`. Logs go to `tmp_path/name/`."""
+    log_dir = tmp_path / name
+    full_env = {**os.environ, "DEVICES_PER_PROCESS": str(8 // num), "PYTHON": sys.executable}
+    full_env.update(LOG_DIR=str(log_dir), **(env or {}))
+    cmd = ["bash", os.path.join(ROOT, "launch", "local.sh"), str(num), "--", *args]
+    start = time.perf_counter()
+    result = subprocess.run(
+        cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+    seconds = time.perf_counter() - start
+    logs = {p.name: p.read_text() for p in sorted(log_dir.iterdir())}
+    logs["launcher"] = result.stderr
+    return result.returncode, logs, seconds
+
+
+def read_metrics(workdir) -> dict[int, dict]:
+    """`metrics.jsonl` of a local workdir by step; fails if a step was logged twice."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    steps = [r["step"] for r in rows]
+    assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
+    return {r["step"]: r for r in rows}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import CLASS_FIELDS, tiny
-from vfjax import train
+from vfjax import run_setup
 from vfjax.evaluation import evaluate
 
 pytestmark = pytest.mark.xdist_group("class_run")  # Shares the class_run fixture (conftest).
@@ -68,10 +68,10 @@ def test_evaluate_writes_every_protocol_field(trained, tmp_path):
     assert not saved["real_features_cached"]
 
     # The real side is cached per data set and protocol: asked again, it is read back.
-    config = train.prepare_config(_eval_config(tmp_path))
+    config = run_setup.prepare_config(_eval_config(tmp_path))
     protocol = evaluate._protocol(config)
     network = evaluate.i3d.with_preprocess(evaluate.i3d.load_i3d(), protocol.resize_method)
-    feats, cached = evaluate.real_features(config, protocol, network, None)
+    feats, _, cached = evaluate.real_features(config, protocol, network, None)
     assert cached and feats.shape == (3, 400)
 
 

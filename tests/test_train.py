@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import DEFAULT, ROOT, tiny
-from vfjax import checkpointing, sharding, steps, train
+from vfjax import checkpointing, run_setup, sharding, steps, train
 from vfjax import state as state_lib
 
 
@@ -26,11 +26,9 @@ def _metrics(workdir):
 
 def _final_params(workdir, config):
     mesh = sharding.make_mesh(config.mesh)
-    setup = state_lib.build_setup(train.prepare_config(config), mesh)
-    ckpt = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"), every_steps=1, keep=3, use_async=False
-    )
-    state, data_state = ckpt.restore(setup.abstract_state)
+    setup = state_lib.build_setup(run_setup.prepare_config(config), mesh)
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), writer=False)
+    state, data_state, _ = ckpt.restore_latest(setup.abstract_state)
     ckpt.close()
     return jax.device_get(state.params), data_state
 
@@ -107,7 +105,7 @@ def test_preemption_saves_current_step_and_resumes(tmp_path, caplog):
     assert result.get("preempted")
     stopped_at = _metrics(workdir)[-1]["step"]
     assert 3 <= stopped_at < 1000
-    ckpts = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=1, keep=3)
+    ckpts = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), writer=False)
     assert ckpts.latest_step() == stopped_at
     ckpts.close()
 

@@ -11,19 +11,18 @@ batch already on the devices, so the figures measure the device and not the inpu
 import functools
 import json
 import statistics
-import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from vfjax import cli, distributed, fileio, run_setup, steps
+from vfjax import data as data_lib
 from vfjax import flops as flops_lib
 from vfjax import sharding as sharding_lib
 from vfjax import state as state_lib
-from vfjax import steps, train
 
 # Dense bf16 peak of one device, FLOP/s (vendor datasheets).
 PEAK_BF16 = {
@@ -83,17 +82,16 @@ def _time(fn, *args, steps: int) -> list[float]:
 def bench_train(config, setup: state_lib.Setup, num_steps: int, warmup: int) -> dict:
     n, r, c = config.data.num_frames, config.data.resolution, config.data.channels
     b = config.batch_size
-    batch_sharding = sharding_lib.batch_sharding(setup.mesh)
+    # This process's share of a synthetic global batch, assembled as training does.
+    local = b // jax.process_count()
+    rng = np.random.default_rng(jax.process_index())
     batch = {
-        "video": jax.device_put(
-            jax.random.uniform(jax.random.key(0), (b, n, r, r, c), minval=-1, maxval=1),
-            batch_sharding,
-        ),
-        "label": jax.device_put(jnp.zeros((b,), jnp.int32), batch_sharding),
+        "video": rng.uniform(-1, 1, (local, n, r, r, c)).astype(np.float32),
+        "label": np.zeros((local,), np.int32),
     }
     if config.data.cond == "text":
-        emb = jnp.zeros((b, 1, config.model.text_dim), jnp.float32)
-        batch["text_emb"] = jax.device_put(emb, batch_sharding)
+        batch["text_emb"] = np.zeros((local, 1, config.model.text_dim), np.float32)
+    batch = data_lib.make_global_batch(batch, sharding_lib.batch_sharding(setup.mesh))
 
     step_fn = functools.partial(steps.train_step, setup=setup, config=config)
     flops = flops_lib.model_flops(step_fn, setup.abstract_state, batch)
@@ -114,7 +112,7 @@ def bench_train(config, setup: state_lib.Setup, num_steps: int, warmup: int) -> 
     _time(one, steps=warmup)
     times = _time(one, steps=num_steps)
     median = statistics.median(times)
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
     memory, memory_source = peak_memory(device, compiled)
     xla = compiled.cost_analysis()
     xla = xla[0] if isinstance(xla, list) else xla
@@ -146,7 +144,7 @@ def bench_sampling(config, setup: state_lib.Setup, batch: int) -> dict:
     sampler = steps.make_sampler(config, setup, batch, num_clips=1)
     cond = None
     if config.data.cond == "class":
-        cond = {"label": jnp.zeros((batch,), jnp.int32)}
+        cond = {"label": np.zeros((batch,), np.int32)}
     args = (state.ema, jax.random.key(0), jax.random.key(1), cond)
     flops = flops_lib.model_flops(
         functools.partial(
@@ -155,12 +153,12 @@ def bench_sampling(config, setup: state_lib.Setup, batch: int) -> dict:
         *args,
     )
     t0 = time.perf_counter()
-    compiled = sampler.lower(*args).compile()
+    compiled = distributed.compile_aligned(sampler.jitted, *args, name="bench sampler")
     compile_s = time.perf_counter() - t0
     _time(compiled, *args, steps=1)
     times = _time(compiled, *args, steps=2)
     latency = statistics.median(times)
-    memory, source = peak_memory(jax.devices()[0], compiled)
+    memory, source = peak_memory(jax.local_devices()[0], compiled)
     return {
         "sample_batch": batch,
         "sample_num_steps": config.sampling.num_steps,
@@ -175,9 +173,9 @@ def bench_sampling(config, setup: state_lib.Setup, batch: int) -> dict:
 
 
 def run(config, num_steps: int, warmup: int, sample: bool, sample_batch: int) -> dict:
-    config, setup = train.setup_run(config, None)
-    device = jax.devices()[0]
-    counts = {k: int(v) for k, v in train.param_counts(setup).items()}
+    config, setup = run_setup.setup_run(config, None)
+    device = jax.local_devices()[0]
+    counts = {k: int(v) for k, v in run_setup.param_counts(setup).items()}
     result = {
         "device": f"{device.platform}:{getattr(device, 'device_kind', '')}",
         "num_devices": setup.mesh.size,
@@ -216,15 +214,17 @@ def _report(r: dict) -> str:
 
 def main(argv) -> None:
     del argv
-    try:
-        result = run(FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.sample, FLAGS.sample_batch)
-    except ValueError as e:
-        print(f"vfjax.bench: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
+    cli.quiet_libraries()
+    distributed.initialize()
+    result = cli.run_guarded(
+        run, FLAGS.config, FLAGS.steps, FLAGS.warmup, FLAGS.sample, FLAGS.sample_batch
+    )
+    if not distributed.is_main():
+        return
     print(_report(result))
     if FLAGS.json:
-        with open(FLAGS.json, "w") as f:
-            json.dump(result, f, indent=2, default=lambda x: np.asarray(x).tolist())
+        text = json.dumps(result, indent=2, default=lambda x: np.asarray(x).tolist())
+        fileio.write_text(FLAGS.json, text)
 
 
 if __name__ == "__main__":

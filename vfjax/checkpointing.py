@@ -1,24 +1,115 @@
-"""The one wrapper around Orbax: periodic asynchronous saves, keep-last-N, resume, preemption,
-and importing a pretrained base generator from another run's checkpoint.
+"""The one wrapper around Orbax: periodic asynchronous saves, keep-last-N, preemption, resuming
+from the newest checkpoint that restores, and importing a base generator from another run.
 
 A checkpoint holds two items: `state` (the `TrainState`, every array saved shard by shard by the
 process that owns it) and `data` (the input pipeline's position, JSON). Restoring takes the
 abstract state of the current run, with its shardings, so a checkpoint written on one mesh or
-process count restores onto another.
+process count restores onto another. Paths may be local or on a bucket (`gs://...`).
+
+Crashes and damage:
+- A save killed half-way leaves an Orbax temporary directory; every training start removes
+  those before it saves anything (so a rerun never writes into a dead save's directory).
+- A checkpoint that does not restore (truncated or missing files: a partial copy, a full disk)
+  is set aside, renamed `<step>.damaged` and never deleted, with one line saying so, and the
+  newest checkpoint before it is restored instead. One that restores but does not fit the
+  config (another model) is a config error, and nothing is renamed.
 """
 
 import logging
-import os
+import re
+import sys
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
 
-from vfjax import state as state_lib
+from vfjax import distributed, fileio
 
-# Arrays whose replicated shards are smaller than this are written whole by one replica;
-# larger ones are split across replicas (Orbax's replica-parallel save). Splitting small arrays
-# costs one dispatch per slice and gains nothing.
-REPLICA_PARALLEL_MIN_BYTES = 4 << 20
+DAMAGED_SUFFIX = ".damaged"
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint was written by a run of another model or optimizer."""
+
+
+class _Failure:
+    """What a guarded restore returns instead of raising (see `_GuardedStateHandler`)."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __str__(self) -> str:
+        text = str(self.error).strip().splitlines()
+        return f"{type(self.error).__name__}: {text[0][:200] if text else ''}"
+
+
+class _GuardedStateHandler(ocp.StandardCheckpointHandler):
+    """Orbax's standard handler, whose restore returns a `_Failure` instead of raising.
+
+    Orbax waits at a barrier of all processes after restoring; a process that raised inside
+    the restore would never reach it and leave the others waiting. Returning the failure lets
+    every process reach the barrier, and then all of them agree that the step is damaged.
+    """
+
+    def restore(self, directory, item=None, args=None):
+        try:
+            return super().restore(directory, item=item, args=args)
+        except Exception as e:  # Damage shows as many error types (tensorstore, OS, JSON).
+            return _Failure(e)
+
+
+class _GuardedJsonHandler(ocp.JsonCheckpointHandler):
+    def restore(self, directory, args=None):
+        try:
+            return super().restore(directory, args=args)
+        except Exception as e:
+            return _Failure(e)
+
+
+# Orbax finds an item's handler from the type of its arguments: these name the guarded ones.
+@ocp.args.register_with_handler(_GuardedStateHandler, for_save=True)
+class _StateSave(ocp.args.StandardSave):
+    pass
+
+
+@ocp.args.register_with_handler(_GuardedStateHandler, for_restore=True)
+class _StateRestore(ocp.args.StandardRestore):
+    pass
+
+
+@ocp.args.register_with_handler(_GuardedJsonHandler, for_save=True)
+class _DataSave(ocp.args.JsonSave):
+    pass
+
+
+@ocp.args.register_with_handler(_GuardedJsonHandler, for_restore=True)
+class _DataRestore(ocp.args.JsonRestore):
+    pass
+
+
+def _silence_closed_loop_callbacks() -> None:
+    """Drops the `RuntimeError: Event loop is closed` tracebacks of a failed restore.
+
+    When one read of a damaged checkpoint fails, Orbax closes its event loop while TensorStore
+    still completes the other reads; each completion's callback then raises this error in a
+    TensorStore thread, and Python prints it as an unraisable exception: one traceback per
+    array, hundreds of lines that say nothing beyond the one line logged about the damage.
+    Every other unraisable exception is printed as before.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_vfjax_filter", False):
+        return
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._vfjax_filter = True
+    sys.unraisablehook = hook
 
 
 def _abstract_target(abstract) -> object:
@@ -27,87 +118,170 @@ def _abstract_target(abstract) -> object:
     )
 
 
-def _state_handler() -> ocp.PyTreeCheckpointHandler:
-    registry = ocp.type_handlers.create_type_handler_registry(
-        (
-            jax.Array,
-            ocp.type_handlers.ArrayHandler(
-                min_slice_bytes_for_replica_parallel=REPLICA_PARALLEL_MIN_BYTES
-            ),
-        )
-    )
-    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
+def _shapes(tree) -> dict[str, tuple]:
+    """`{key path: shape}` of a tree of arrays, ShapeDtypeStructs or Orbax array metadata.
+
+    Paths are written `a/b/0/c` whatever the containers (a dataclass field and the dict key
+    Orbax's metadata records for it compare equal).
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+    return {
+        jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
+        for path, leaf in leaves
+    }
 
 
-def _restore_args(abstract) -> ocp.args.PyTreeRestore:
-    target = _abstract_target(abstract)
-    return ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)
-    )
+def _any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process (all processes must call this)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 class Checkpointer:
-    """Saves and restores `(TrainState, data state)` under `workdir/checkpoints`."""
+    """Saves and restores `(TrainState, data state)` under a run's `checkpoints/` directory.
 
-    def __init__(self, directory: str, *, every_steps: int, keep: int, use_async: bool = True):
-        self.directory = os.path.abspath(directory)
+    Args:
+      directory: the checkpoint directory (local or bucket).
+      every_steps: save every this many steps (and when the cluster preempts the run).
+      keep: how many of the newest checkpoints to keep.
+      use_async: write in the background while training goes on.
+      writer: True for a run that saves (removes dead saves' temporary directories first);
+        False for readers (sampling, evaluation), which may look at the directory of a run that
+        is still training and must not touch its in-flight save.
+    """
+
+    def __init__(
+        self,
+        directory,
+        *,
+        every_steps: int = 1,
+        keep: int = 3,
+        use_async: bool = True,
+        writer: bool = True,
+    ):
+        self.directory = fileio.path(directory)
+        policy = ocp.checkpoint_managers.AnySavePolicy(
+            [
+                ocp.checkpoint_managers.FixedIntervalPolicy(max(every_steps, 1)),
+                ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
+            ]
+        )
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=max(every_steps, 1),
             max_to_keep=keep,
             enable_async_checkpointing=use_async,
-            create=True,
+            create=writer,
+            cleanup_tmp_directories=writer,
+            save_decision_policy=policy,
         )
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=options,
-            item_handlers={"state": _state_handler(), "data": ocp.JsonCheckpointHandler()},
+            item_handlers={"state": _GuardedStateHandler(), "data": _GuardedJsonHandler()},
         )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        return sorted(self._manager.all_steps())
 
-    def save(self, step: int, state: state_lib.TrainState, data_state: dict, force=False) -> bool:
-        """Starts saving in the background if `step` is due (or `force`); True if it started."""
+    def reached_preemption(self, step: int) -> bool:
+        """True when the cluster (TPU maintenance, a SIGTERM on any host) asks every process to
+        stop at `step`. Every process must call this at every step."""
+        return self._manager.reached_preemption(step)
+
+    def should_save(self, step: int) -> bool:
+        """Whether Orbax's policy saves `step`: every `every_steps`, or a preemption."""
+        return self._manager.should_save(step)
+
+    def save(self, step: int, state, data_state: dict, force: bool = False) -> bool:
+        """Starts saving in the background when Orbax's policy says `step` is due (every
+        `every_steps`, or a preemption), or when `force`; True if it started."""
         saved = self._manager.save(
             step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeSave(state), data=ocp.args.JsonSave(data_state)
-            ),
+            args=ocp.args.Composite(state=_StateSave(state), data=_DataSave(data_state)),
             force=force,
         )
         if saved:
             logging.info("Saving checkpoint of step %d to %s", step, self.directory)
         return saved
 
-    def restore(
-        self, abstract_state: state_lib.TrainState, step: int | None = None
-    ) -> tuple[state_lib.TrainState, dict]:
-        """Restores step `step` (default: the latest) into the shardings of `abstract_state`."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"No checkpoint in {self.directory}.")
-        try:
+    def restore(self, abstract_state, step: int):
+        """Restores `step` into the shardings of `abstract_state`: `(state, data state)`.
+
+        Raises:
+          CheckpointMismatchError: the checkpoint belongs to another model or optimizer.
+          IOError: the checkpoint is damaged (on any process).
+        """
+        problem = self._check_fits(abstract_state, step)
+        restored = None
+        if problem is None:
             restored = self._manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    state=_restore_args(abstract_state),
-                    data=ocp.args.JsonRestore(),
+                    state=_StateRestore(_abstract_target(abstract_state)),
+                    data=_DataRestore(),
                 ),
             )
-        except ValueError as e:
-            raise ValueError(
-                f"The checkpoint of step {step} in {self.directory} does not fit this run's model "
-                f"or optimizer (written with another config?); rerun with that config or use a "
-                f"new --workdir. [{str(e).strip().splitlines()[0][:160]}]"
-            ) from e
+            failed = [f for f in (restored["state"], restored["data"]) if isinstance(f, _Failure)]
+            problem = str(failed[0]) if failed else None
+        if _any_process(problem is not None):
+            raise OSError(problem or "it did not restore on another process")
         return restored["state"], restored["data"]
 
-    def reached_preemption(self, step: int) -> bool:
-        """True when the cluster (TPU maintenance, a SIGTERM on every host) asks to stop."""
-        return self._manager.reached_preemption(step)
+    def restore_latest(self, abstract_state):
+        """The newest checkpoint that restores: `(state, data state, step)`, or None when there
+        is none. Damaged ones on the way are set aside (renamed, not deleted).
+
+        Raises:
+          CheckpointMismatchError: the newest checkpoint belongs to another model or optimizer.
+        """
+        _silence_closed_loop_callbacks()
+        for step in reversed(self.all_steps()):
+            try:
+                state, data_state = self.restore(abstract_state, step)
+            except OSError as e:
+                self._set_aside(step, str(e))
+                continue
+            return state, data_state, step
+        return None
+
+    def _check_fits(self, abstract_state, step: int) -> str | None:
+        """None when checkpoint `step`'s recorded structure and shapes fit `abstract_state`; the
+        reason when its metadata cannot be read (damage). Raises on a misfit."""
+        try:
+            saved = self._manager.item_metadata(step)["state"]
+            saved = getattr(saved, "tree", saved)
+            saved_shapes = _shapes(saved)
+        except Exception as e:  # Damage shows as many error types (tensorstore, OS, JSON).
+            return f"its metadata does not read: {_Failure(e)}"
+        wanted = _shapes(_abstract_target(abstract_state))
+        diff = _first_difference(saved_shapes, wanted)
+        if diff:
+            raise CheckpointMismatchError(
+                f"The checkpoint of step {step} in {self.directory} does not fit this run's model "
+                f"or optimizer (written with another config?): {diff}; rerun with that config "
+                "or use a new --workdir."
+            )
+        return None
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        """Renames checkpoint `step` to `<step>.damaged[-N]` (process 0), never deleting it."""
+        source = self.directory / str(step)
+        target = _free_name(self.directory, f"{step}{DAMAGED_SUFFIX}")
+        logging.warning(
+            "The checkpoint of step %d in %s is damaged (%s): set aside as %s; trying the one "
+            "before.",
+            step,
+            self.directory,
+            reason,
+            target.name,
+        )
+        if distributed.is_main():
+            source.rename(target)
+        distributed.barrier(f"vfjax set aside checkpoint {step}")
+        self._manager.reload()
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -117,18 +291,62 @@ class Checkpointer:
         self._manager.close()
 
 
-def checkpoint_root(path: str) -> str:
+def _first_difference(saved: dict, wanted: dict) -> str | None:
+    missing = sorted(set(wanted) - set(saved))
+    if missing:
+        return f"it lacks {missing[0]}"
+    extra = sorted(set(saved) - set(wanted))
+    if extra:
+        return f"it has {extra[0]}, which this run does not"
+    for key in sorted(wanted):
+        if saved[key] != wanted[key]:
+            return f"{key} has shape {saved[key]} there, {wanted[key]} here"
+    return None
+
+
+def _free_name(directory: epath.Path, name: str) -> epath.Path:
+    if not (directory / name).exists():
+        return directory / name
+    taken = [p.name for p in directory.iterdir()]
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return directory / f"{name}-{n}"
+
+
+def write_tree(directory, tree: dict, step: int = 0) -> epath.Path:
+    """Writes `tree` (nested dicts of arrays) as the `state` item of checkpoint `step` in a new
+    `directory`: the layout `load_base_params` reads (how converted public checkpoints are
+    stored). Refuses an existing directory; returns the step's directory."""
+    root = fileio.path(directory)
+    if root.exists():
+        raise FileExistsError(f"{root} exists; pick a new folder.")
+    with ocp.CheckpointManager(root, item_names=("state",)) as manager:
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree)))
+        manager.wait_until_finished()
+    return root / str(step)
+
+
+def checkpoint_root(path) -> epath.Path:
     """A run's checkpoint directory from a workdir or the checkpoint directory itself."""
-    path = os.path.abspath(os.path.expanduser(path))
-    nested = os.path.join(path, "checkpoints")
-    return nested if os.path.isdir(nested) else path
+    path = fileio.path(path)
+    nested = path / "checkpoints"
+    return nested if nested.is_dir() else path
 
 
-def load_base_params(path: str, abstract_base: dict, use_ema: bool = True) -> dict:
-    """The base generator's parameters from another run (an image run, or a VideoFusion run).
+def _step_dirs(root: epath.Path) -> list[int]:
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir() if re.fullmatch(r"\d+", p.name))
+
+
+def load_base_params(path, abstract_base: dict, use_ema: bool = True) -> dict:
+    """The base generator's parameters from another run (an image run, or a VideoFusion run),
+    or from a converted public checkpoint (`python -m vfjax.pretrained`).
 
     Args:
-      path: that run's workdir or checkpoint directory (latest step), or one step's directory.
+      path: that run's workdir or checkpoint directory (its newest step), or one step's
+        directory.
       abstract_base: ShapeDtypeStructs (with shardings) of this run's base parameters; shapes
         must match, so the other run must have used the same base architecture.
       use_ema: take the EMA parameters (what that run samples with) rather than the raw ones.
@@ -137,28 +355,29 @@ def load_base_params(path: str, abstract_base: dict, use_ema: bool = True) -> di
       FileNotFoundError / ValueError: one line, when there is no checkpoint or it does not fit.
     """
     root = checkpoint_root(path)
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"init.base_checkpoint={path!r} is not a directory.")
+    if not root.is_dir():
+        raise FileNotFoundError(f"init.base_checkpoint={str(path)!r} is not a directory.")
     step_dir = root
-    if not os.path.isdir(os.path.join(root, "state")):
-        steps = ocp.utils.checkpoint_steps(root)
+    if not (root / "state").is_dir():
+        steps = _step_dirs(root)
         if not steps:
-            raise FileNotFoundError(f"init.base_checkpoint={path!r} holds no checkpoint.")
-        step_dir = os.path.join(root, str(max(steps)))
+            raise FileNotFoundError(f"init.base_checkpoint={str(path)!r} holds no checkpoint.")
+        step_dir = root / str(steps[-1])
     key = "ema" if use_ema else "params"
     target = {key: {"base": _abstract_target(abstract_base)}}
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    with ocp.PyTreeCheckpointer() as ckptr:
+    # A part of another run's state: PyTreeRestore's partial restore (StandardRestore restores
+    # whole trees only), into this run's shardings.
+    args = ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+    )
+    with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
         try:
-            restored = ckptr.restore(
-                os.path.join(step_dir, "state"),
-                args=ocp.args.PyTreeRestore(
-                    item=target, restore_args=restore_args, partial_restore=True
-                ),
-            )
+            restored = checkpointer.restore(step_dir / "state", args=args)
         except (KeyError, ValueError) as e:
             raise ValueError(
-                f"init.base_checkpoint={path!r} has no base generator of this architecture "
+                f"init.base_checkpoint={str(path)!r} has no base generator of this architecture "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:200]})."
             ) from None
     logging.info("Loaded the base generator (%s) from %s", key, step_dir)

@@ -14,6 +14,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from vfjax import fileio
 from vfjax.data import config as data_config_lib
 from vfjax.models.unet2d import UNet2DConfig
 from vfjax.models.unet3d import UNet3DConfig
@@ -67,6 +68,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 5_000
     c.keep_checkpoints = 3
     c.sample_every_steps = 10_000  # 0: no samples during training.
+    # The first steps train the base generator alone, as an image model on every frame of the
+    # batch (the paper's base is an image model trained first); then both generators jointly.
+    c.base_pretrain_steps = 0
 
     c.data = data_config_lib.default_config()
 
@@ -76,6 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.diffusion.lam = 0.5  # Base share of the non-key frames (a scalar or one value per frame).
     c.diffusion.key_frame = config_dict.placeholder(int)  # None: N // 2.
     c.diffusion.cond_drop_rate = 0.1  # Condition dropped (for guidance) when conditioned.
+    # The key frame's share of the loss; None: every frame 1 / N.
+    c.diffusion.key_frame_weight = config_dict.placeholder(float)
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "videofusion"  # 'videofusion', 'vdm' or 'image'.
@@ -107,6 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling.eta = 0.0
     c.sampling.clip_x0 = True
     c.sampling.guidance_scale = 1.0
+    c.sampling.use_ema = True  # Sample with the EMA parameters (False: the raw ones).
     c.sampling.num_videos = 8  # Per preview / per sample run.
     c.sampling.batch_size = 8  # Videos per compiled sampling call (sample mode).
     c.sampling.num_frames = 0  # Sample mode: > clip length makes a long video (shared base).
@@ -274,9 +281,22 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
     for field in ("total_steps", "batch_size", "log_every_steps"):
         if not isinstance(c[field], int) or c[field] <= 0:
             raise ValueError(f"{field} must be a positive integer, got {c[field]!r}.")
-    for field in ("checkpoint_every_steps", "sample_every_steps"):
+    for field in ("checkpoint_every_steps", "sample_every_steps", "base_pretrain_steps"):
         if not isinstance(c[field], int) or c[field] < 0:
             raise ValueError(f"{field} must be a non-negative integer, got {c[field]!r}.")
+    if c.base_pretrain_steps and c.model.kind != "videofusion":
+        raise ValueError(
+            f"base_pretrain_steps={c.base_pretrain_steps} needs model.kind='videofusion' (a base "
+            f"generator trained before the joint phase), not {c.model.kind!r}."
+        )
+    if c.base_pretrain_steps >= c.total_steps:
+        raise ValueError(
+            f"base_pretrain_steps={c.base_pretrain_steps} leaves no joint training within "
+            f"total_steps={c.total_steps}; make it smaller."
+        )
+    w = c.diffusion.key_frame_weight
+    if w is not None and not 0.0 < w < 1.0:
+        raise ValueError(f"diffusion.key_frame_weight must lie in (0, 1) or be None, got {w}.")
     if not 0.0 <= c.diffusion.cond_drop_rate <= 1.0:
         raise ValueError(
             f"diffusion.cond_drop_rate must lie in [0, 1], got {c.diffusion.cond_drop_rate}."
@@ -292,5 +312,9 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
             f"data.resolution={c.data.resolution} must be divisible by "
             f"{2 ** (len(c.model.residual.channel_mult) - 1)} (one halving per UNet level)."
         )
-    if workdir is not None and os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(f"--workdir={workdir} is a file; give a directory (new or from a run).")
+    if workdir is not None:
+        path = fileio.path(workdir)
+        if path.exists() and not path.is_dir():
+            raise ValueError(
+                f"--workdir={workdir} is a file; give a directory (new or from a run)."
+            )

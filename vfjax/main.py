@@ -8,34 +8,15 @@ protocol), `prepare` (build a real data set from `data.manual_dir` into `data.da
 config field can be overridden: `--config.batch_size=32 --config.diffusion.lam=0.25`.
 """
 
-import logging as pylogging
-import os
-import sys
-
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
+
+from vfjax import cli
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory of the run (checkpoints, logs, samples).")
 flags.DEFINE_enum("mode", "train", ["train", "sample", "evaluate", "prepare"], "What to do.")
 FLAGS = flags.FLAGS
-
-
-class _LibraryChatter(pylogging.Filter):
-    """Drops the INFO records of libraries that narrate their internals (Orbax, tfds)."""
-
-    NOISY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/")
-
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        return record.levelno >= pylogging.WARNING or not any(
-            part in record.pathname for part in self.NOISY
-        )
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.set_verbosity(logging.INFO)
-    logging.get_absl_handler().addFilter(_LibraryChatter())
 
 
 def run(config, workdir: str | None, mode: str) -> dict:
@@ -68,14 +49,8 @@ def run(config, workdir: str | None, mode: str) -> dict:
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    _quiet_libraries()
-    try:
-        run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        # Errors for people: one line (the traceback only with --verbosity=1).
-        logging.debug("Traceback of the error below:", exc_info=True)
-        print(f"vfjax: error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
+    cli.quiet_libraries()
+    cli.run_guarded(run, FLAGS.config, FLAGS.workdir, FLAGS.mode)
 
 
 if __name__ == "__main__":

@@ -6,51 +6,33 @@ paper's long-video recipe), and a coherence measure across clip boundaries is wr
 videos.
 """
 
-import json
 import logging
 import math
-import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from vfjax import checkpointing, samples, steps, train
-from vfjax import state as state_lib
+from vfjax import consistency, distributed, fileio, run_setup, samples, steps
+from vfjax import data as data_lib
 from vfjax.data import text
+from vfjax.diffusion import decomposed
 
 
-def restore_ema(config, setup: state_lib.Setup, workdir: str, step: int = -1):
-    """The EMA parameters of checkpoint `step` (-1: the latest) and that step."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"No checkpoint in {directory}: train first (--mode=train).")
-    ckpt = checkpointing.Checkpointer(directory, every_steps=1, keep=config.keep_checkpoints)
-    try:
-        latest = ckpt.latest_step()
-        if latest is None:
-            raise FileNotFoundError(f"No checkpoint in {directory}: train first (--mode=train).")
-        step = latest if step < 0 else step
-        state, _ = ckpt.restore(setup.abstract_state, step)
-    finally:
-        ckpt.close()
-    return state.ema, step
-
-
-def _labels(config, start: int, batch: int) -> jax.Array:
+def _labels(config, start: int, batch: int) -> np.ndarray:
+    """Host arrays (the same on every process) enter the sampler replicated."""
     if config.sampling.label >= 0:
-        return jnp.full((batch,), config.sampling.label, jnp.int32)
-    return (jnp.arange(start, start + batch, dtype=jnp.int32)) % config.model.num_classes
+        return np.full((batch,), config.sampling.label, np.int32)
+    return np.arange(start, start + batch, dtype=np.int32) % config.model.num_classes
 
 
 def sample(config, workdir: str) -> dict:
     """Writes `sampling.num_videos` videos (and, for long videos, their coherence) to
     `workdir/samples/`; returns the paths and measures."""
-    config, setup = train.setup_run(config, workdir)
+    config, setup = run_setup.setup_run(config, workdir)
     prompts = [p.strip() for p in config.sampling.prompts.split(";") if p.strip()]
     if config.data.cond == "text" and not prompts:
         raise ValueError("A text-conditioned run samples from sampling.prompts ('a;b;...').")
-    ema, step = restore_ema(config, setup, workdir, config.eval.step)
+    ema, step = run_setup.restore_ema(config, setup, workdir, config.eval.step)
     embeddings = text.encode_prompts(config.data, prompts) if prompts else None
     clip = config.data.num_frames
     total = config.sampling.num_frames or clip
@@ -70,16 +52,16 @@ def sample(config, workdir: str) -> dict:
             cond = {"label": _labels(config, start, batch)}
         elif config.data.cond == "text":
             rows = np.arange(start, start + batch) % len(prompts)
-            cond = {"text": jnp.asarray(embeddings[rows])}
+            cond = {"text": np.asarray(embeddings[rows])}
         out = sampler(ema, base_rng, residual_rng, cond)
-        videos.append(np.asarray(jax.device_get(out))[:, :total])
+        videos.append(distributed.to_host(out)[:, :total])
         logging.info("Sampled %d / %d videos", start + batch, config.sampling.num_videos)
     videos = np.concatenate(videos)[: config.sampling.num_videos]
 
     result = {"step": step, "num_videos": len(videos), "num_frames": total, "clips": num_clips}
     if prompts:
         result["prompts"] = [prompts[i % len(prompts)] for i in range(len(videos))]
-    if jax.process_index() == 0:
+    if distributed.is_main():
         s = config.sampling
         # Every setting that changes the videos is in the name: no run overwrites another's.
         name = f"sample_{step:07d}_{total}f_seed{seed}-{residual_seed}_{s.num_steps}steps"
@@ -87,12 +69,49 @@ def sample(config, workdir: str) -> dict:
         name += "" if s.clip_x0 else "_noclip"
         if config.data.cond == "class":
             name += f"_label{s.label}" if s.label >= 0 else "_labels"
-        stem = os.path.join(workdir, "samples", name)
+        stem = fileio.join(workdir, "samples", name)
         result["paths"] = samples.write_samples(stem, videos, fps=config.sampling.fps)
-        np.save(stem + ".npy", videos.astype(np.float16))
+        fileio.save_npy(f"{stem}.npy", videos.astype(np.float16))
         if num_clips > 1:
             result["coherence"] = samples.clip_boundary_coherence(videos, clip)
-        with open(stem + ".json", "w") as f:
-            json.dump(result, f, indent=2)
+        result["consistency"] = frame_consistency(config, videos)
+        fileio.write_json(f"{stem}.json", result)
         logging.info("Wrote %s", ", ".join(result["paths"]))
+        _log_consistency(result["consistency"])
     return result
+
+
+def real_clips(config, count: int) -> np.ndarray:
+    """The first `count` clips of the training data (its order at `config.seed`), as the model
+    sees them: the reference of the frame-consistency measures."""
+    loader = data_lib.create_loader(config.data, global_batch_size=count, seed=config.seed)
+    try:
+        return next(loader)["video"]
+    finally:
+        loader.close()
+
+
+def frame_consistency(config, videos: np.ndarray) -> dict:
+    """The frame-consistency measures of `videos` beside those of as many real clips (for a
+    long video: of its clips, each measured as a clip of the training length)."""
+    clip = config.data.num_frames
+    key = decomposed.key_frame_index(clip, config.diffusion.key_frame)
+    usable = videos.shape[1] // clip * clip
+    clips = videos[:, :usable].reshape((-1, clip) + videos.shape[2:])
+    generated = consistency.report(consistency.video_stats(clips), key)
+    real = consistency.report(consistency.video_stats(real_clips(config, len(clips))), key)
+    return consistency.compare(generated, real)
+
+
+def _log_consistency(measures: dict) -> None:
+    gen, real = measures["generated"], measures["real"]
+    logging.info(
+        "Frame consistency (generated / real): key-frame jump ratio %s / %s, key-frame mean "
+        "%.3f / %.3f, other frames' mean %.3f / %.3f",
+        gen.get("key_frame_jump_ratio"),
+        real.get("key_frame_jump_ratio"),
+        gen["key_frame_mean"],
+        real["key_frame_mean"],
+        gen["other_frames_mean"],
+        real["other_frames_mean"],
+    )

@@ -1,11 +1,11 @@
 """Writing sampled videos (GIF with imageio, MP4 with PyAV) and measuring long-video coherence."""
 
 import math
-import os
 
 import imageio.v3 as iio
 import numpy as np
 
+from vfjax import fileio
 from vfjax.data import video_io
 
 
@@ -36,8 +36,9 @@ def grid(
     return out
 
 
-def write_samples(path_stem: str, videos: np.ndarray, fps: int = 8, scale: int = 0) -> list[str]:
-    """Writes a grid of `videos` ([-1, 1], `[B, N, H, W, C]`) as `path_stem.gif` and `.mp4`.
+def write_samples(path_stem, videos: np.ndarray, fps: int = 8, scale: int = 0) -> list[str]:
+    """Writes a grid of `videos` ([-1, 1], `[B, N, H, W, C]`) as `path_stem.gif` and `.mp4`
+    (local or bucket paths).
 
     Small videos are enlarged (nearest neighbour) so the grid is at least ~256 pixels wide.
     Returns the written paths.
@@ -46,12 +47,12 @@ def write_samples(path_stem: str, videos: np.ndarray, fps: int = 8, scale: int =
     if scale <= 0:
         scale = max(1, 256 // (frames.shape[3] * math.ceil(math.sqrt(frames.shape[0]))))
     tiled = grid(frames, scale=scale)
-    os.makedirs(os.path.dirname(path_stem) or ".", exist_ok=True)
-    gif = path_stem + ".gif"
-    iio.imwrite(gif, tiled, duration=1000.0 / fps, loop=0)
-    mp4 = path_stem + ".mp4"
+    gif, mp4 = f"{path_stem}.gif", f"{path_stem}.mp4"
+    with fileio.local_file_for_writing(gif) as local:
+        iio.imwrite(local, tiled, duration=1000.0 / fps, loop=0)
     even = tiled[:, : tiled.shape[1] // 2 * 2, : tiled.shape[2] // 2 * 2]
-    video_io.write_video(mp4, even, fps=fps)
+    with fileio.local_file_for_writing(mp4) as local:
+        video_io.write_video(local, even, fps=fps)
     return [gif, mp4]
 
 

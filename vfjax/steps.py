@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vfjax import distributed
 from vfjax import sharding as sharding_lib
 from vfjax import state as state_lib
 from vfjax.models.videofusion import Diffusion
@@ -59,10 +60,37 @@ def null_cond(config, cond: dict | None) -> dict | None:
     return out
 
 
+PHASES = ("joint", "base_pretrain")
+
+
+def loss_frame_weights(config) -> jax.Array | None:
+    """Per-frame weights of the loss: None (uniform, `1 / N`) unless `diffusion.key_frame_weight`
+    gives the key frame's share (the other frames share the rest equally)."""
+    w = config.diffusion.key_frame_weight
+    if w is None or config.model.kind != "videofusion":
+        return None
+    n = config.data.num_frames
+    k = diffusion_from_config(config).key_frame
+    weights = jnp.full((n,), (1.0 - w) / max(n - 1, 1), jnp.float32)
+    return weights.at[k].set(w)
+
+
+def phase_at(config, step: int) -> str:
+    """The training phase of (1-based) `step`: the first `base_pretrain_steps` train the base
+    generator alone, as an image model on every frame; then both generators jointly."""
+    return "base_pretrain" if step <= config.base_pretrain_steps else "joint"
+
+
 def train_step(
-    state: state_lib.TrainState, batch: dict, *, setup: state_lib.Setup, config
+    state: state_lib.TrainState,
+    batch: dict,
+    *,
+    setup: state_lib.Setup,
+    config,
+    phase: str = "joint",
 ) -> tuple[state_lib.TrainState, dict]:
-    """One optimisation step of both generators on a global batch.
+    """One optimisation step on a global batch: of both generators (`phase='joint'`), or of the
+    base generator alone on every frame of the batch as images (`'base_pretrain'`).
 
     A step whose loss or gradients are not finite leaves the state unchanged and reports
     `finite = 0`; the training loop stops on it with the last good state intact.
@@ -77,8 +105,11 @@ def train_step(
         if config.optim.freeze_base and "base" in params:
             params = {**params, "base": jax.lax.stop_gradient(params["base"])}
         model = state_lib.model_from(setup, params)
+        dropout = dropout_rng if uses_dropout else None
+        if phase == "base_pretrain":
+            return model.image_loss(batch["video"], loss_rng, diffusion, cond, dropout)
         return model.loss(
-            batch["video"], loss_rng, diffusion, cond, dropout_rng if uses_dropout else None
+            batch["video"], loss_rng, diffusion, cond, dropout, loss_frame_weights(config)
         )
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -106,8 +137,8 @@ def train_step(
 _COMPILED: dict = {}
 
 
-def _program_key(config, mesh, batch_spec: dict) -> tuple:
-    """The config fields, mesh and batch layout that determine the compiled train step."""
+def _program_key(config, mesh, batch_spec: dict, phase: str) -> tuple:
+    """The config fields, mesh, batch layout and phase that determine the compiled train step."""
     fields = {
         "model": config.model.to_dict(),
         "diffusion": config.diffusion.to_dict(),
@@ -118,18 +149,18 @@ def _program_key(config, mesh, batch_spec: dict) -> tuple:
     }
     batch = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(batch_spec.items()))
     devices = tuple(d.id for d in mesh.devices.flat)
-    return repr(fields), tuple(mesh.shape.items()), devices, batch
+    return repr(fields), tuple(mesh.shape.items()), devices, batch, phase
 
 
-def compile_train_step(setup: state_lib.Setup, config, batch_spec: dict):
+def compile_train_step(setup: state_lib.Setup, config, batch_spec: dict, phase: str = "joint"):
     """Ahead-of-time compiled train step: state sharded per `setup`, batch over the mesh,
     state donated. Reused when this process compiled the same program before."""
-    key = _program_key(config, setup.mesh, batch_spec)
+    key = _program_key(config, setup.mesh, batch_spec, phase)
     if key in _COMPILED:
         return _COMPILED[key]
     batch_sharding = sharding_lib.batch_sharding(setup.mesh)
     step = jax.jit(
-        functools.partial(train_step, setup=setup, config=config),
+        functools.partial(train_step, setup=setup, config=config, phase=phase),
         in_shardings=(setup.shardings, batch_sharding),
         out_shardings=(setup.shardings, sharding_lib.replicated(setup.mesh)),
         donate_argnums=(0,),
@@ -138,7 +169,9 @@ def compile_train_step(setup: state_lib.Setup, config, batch_spec: dict):
         k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
         for k, v in batch_spec.items()
     }
-    compiled = step.lower(setup.abstract_state, abstract_batch).compile()
+    compiled = distributed.compile_aligned(
+        step, setup.abstract_state, abstract_batch, name=f"train step {phase}"
+    )
     _COMPILED[key] = compiled
     return compiled
 
@@ -188,4 +221,5 @@ def make_sampler(config, setup: state_lib.Setup, batch: int, num_clips: int = 1)
     fn = functools.partial(
         sample_videos, setup=setup, config=config, num_videos=batch, num_clips=num_clips
     )
-    return jax.jit(fn, in_shardings=(setup.shardings.ema, None, None, None), out_shardings=out)
+    jitted = jax.jit(fn, in_shardings=(setup.shardings.ema, None, None, None), out_shardings=out)
+    return distributed.AlignedJit(jitted, f"sampler {batch}x{num_clips}")

@@ -5,24 +5,30 @@ the latest checkpoint with the same parameters, optimizer state, RNG and data po
 resumed run continues exactly as an uninterrupted one.
 """
 
-import json
+import contextlib
 import logging
-import os
 import signal
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import metric_writers, periodic_actions
-from flax import nnx
+from clu import periodic_actions
 
-from vfjax import checkpointing, samples, steps
-from vfjax import config as config_lib
+from vfjax import (
+    checkpointing,
+    consistency,
+    distributed,
+    fileio,
+    run_setup,
+    samples,
+    steps,
+    writers,
+)
 from vfjax import data as data_lib
 from vfjax import sharding as sharding_lib
 from vfjax import state as state_lib
-from vfjax.models import videofusion
+from vfjax.diffusion import decomposed
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -55,62 +61,6 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def prepare_config(config):
-    """Fills fields that come from the data set (class count, caption-embedding width) and
-    checks the result."""
-    config = config.copy_and_resolve_references()
-    if config.data.cond == "class" and not config.model.num_classes:
-        info = data_lib.data_info(config.data)
-        if not info.get("num_classes"):
-            raise ValueError(f"data.cond='class' but data set {config.data.name!r} has no classes.")
-        config.model.num_classes = int(info["num_classes"])
-    if config.data.cond == "text":
-        info = data_lib.data_info(config.data)
-        if not info["text_dim"]:
-            raise ValueError(
-                f"data.cond='text' but {config.data.name!r} has no caption embeddings: run "
-                "--mode=prepare with data.cond='text' and data.text_encoder set."
-            )
-        if config.model.text_dim and config.model.text_dim != info["text_dim"]:
-            raise ValueError(
-                f"model.text_dim={config.model.text_dim} but the stored caption embeddings are "
-                f"{info['text_dim']} wide; set 0 to take it from the data set."
-            )
-        config.model.text_dim = int(info["text_dim"])
-    return config
-
-
-def setup_run(config, workdir: str):
-    """Checks the config and workdir, builds the mesh and the abstract state (cheap)."""
-    config_lib.validate(config, workdir)
-    config = prepare_config(config)
-    mesh = sharding_lib.make_mesh(config.mesh)
-    sharding_lib.check_batch(config.batch_size, mesh)
-    setup = state_lib.build_setup(config, mesh)
-    return config, setup
-
-
-def param_counts(setup: state_lib.Setup) -> dict[str, int]:
-    """Parameters per generator and in total."""
-    return videofusion.count_params(nnx.to_pure_dict(setup.abstract_params))
-
-
-def _write_config(config, workdir: str) -> None:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-
-
-def _trim_metrics(path: str, last_step: int) -> None:
-    """Drops logged steps after `last_step` (a crash after the last checkpoint), so the log of
-    a resumed run has each step once."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-    with open(path, "w") as f:
-        f.writelines(rows)
-
-
 def _log_memory(compiled) -> None:
     try:
         mem = compiled.memory_analysis()
@@ -128,71 +78,88 @@ def _log_memory(compiled) -> None:
 
 
 class Previewer:
-    """Samples a few videos from the EMA parameters during training (one compiled program)."""
+    """Samples a few videos from the EMA parameters during training (one compiled program, its
+    batch split over every device of every process)."""
 
-    def __init__(self, config, setup: state_lib.Setup, workdir: str):
+    def __init__(self, config, setup: state_lib.Setup, workdir):
         self.config = config
-        self.dir = os.path.join(workdir, "samples")
+        self.dir = fileio.join(workdir, "samples")
         self.num = config.sampling.num_videos
+        self.key_frame = decomposed.key_frame_index(
+            config.data.num_frames, config.diffusion.key_frame
+        )
         self._fn = steps.make_sampler(config, setup, self.num)
 
     def cond(self, batch: dict | None) -> dict | None:
         kind = self.config.data.cond
+        # Host arrays: the same on every process, they enter the program replicated.
         if kind == "class":
-            return {"label": jnp.arange(self.num, dtype=jnp.int32) % self.config.model.num_classes}
+            labels = np.arange(self.num, dtype=np.int32) % self.config.model.num_classes
+            return {"label": labels}
         if kind == "text" and batch is not None:
-            emb = np.asarray(jax.device_get(batch["text_emb"]))
-            return {"text": jnp.asarray(np.resize(emb, (self.num,) + emb.shape[1:]))}
+            emb = distributed.to_host(batch["text_emb"])
+            return {"text": np.resize(emb, (self.num,) + emb.shape[1:])}
         return None
 
     def __call__(self, state, step: int, writer, batch=None) -> np.ndarray:
+        """Every process calls this (the videos are gathered from all of them); process 0
+        writes them (`samples/step_<step>.gif|mp4|npy`), a strip and the key-frame jump ratio
+        to TensorBoard, and the frame-consistency measures to `samples/step_<step>.json`."""
         seed = self.config.sampling.seed
-        videos = self._fn(
-            state.ema, jax.random.key(seed), jax.random.key(seed + 1), self.cond(batch)
-        )
-        videos = np.asarray(jax.device_get(videos))
-        if jax.process_index() == 0:
-            paths = samples.write_samples(
-                os.path.join(self.dir, f"step_{step:07d}"), videos, fps=self.config.sampling.fps
-            )
+        params = state.ema if self.config.sampling.use_ema else state.params
+        videos = self._fn(params, jax.random.key(seed), jax.random.key(seed + 1), self.cond(batch))
+        videos = distributed.to_host(videos)
+        if distributed.is_main():
+            stem = self.dir / f"step_{step:07d}"
+            paths = samples.write_samples(stem, videos, fps=self.config.sampling.fps)
+            fileio.save_npy(f"{stem}.npy", videos.astype(np.float16))
+            measures = consistency.report(consistency.video_stats(videos), self.key_frame)
+            fileio.write_json(f"{stem}.json", {"step": step, "consistency": measures})
             rows = [np.concatenate(list(v), axis=1) for v in samples.to_uint8(videos[:4])]
             writer.write_images(step, {"samples": np.concatenate(rows, axis=0)[None]})
-            logging.info("Wrote samples %s", ", ".join(paths))
+            if "key_frame_jump_ratio" in measures:
+                writer.write_scalars(
+                    step, {"preview/key_frame_jump_ratio": measures["key_frame_jump_ratio"]}
+                )
+            logging.info(
+                "Wrote samples %s (key-frame jump ratio %s)",
+                ", ".join(paths),
+                measures.get("key_frame_jump_ratio"),
+            )
         return videos
 
 
-def train(config, workdir: str) -> dict:
-    """Trains (or resumes) the run of `config` in `workdir`; returns the last logged metrics."""
+def train(config, workdir) -> dict:
+    """Trains (or resumes) the run of `config` in `workdir` (local or bucket); returns the last
+    logged metrics."""
     # ---------------------------------------------------------------- setup (cheap, checked)
-    config, setup = setup_run(config, workdir)
-    is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
-    if is_main:
-        _write_config(config, workdir)
-    counts = param_counts(setup)
+    config, setup = run_setup.setup_run(config, workdir)
+    workdir = fileio.path(workdir)
+    if distributed.is_main():
+        fileio.write_text(workdir / "config.json", config.to_json_best_effort(indent=2))
+    counts = run_setup.param_counts(setup)
     logging.info("Parameters: %s", {k: f"{v / 1e6:.2f}M" for k, v in counts.items()})
     logging.info("Mesh: %s over %d devices", dict(setup.mesh.shape), setup.mesh.size)
 
     ckpt = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+        workdir / "checkpoints",
         every_steps=config.checkpoint_every_steps or config.total_steps,
         keep=config.keep_checkpoints,
     )
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    writer, summaries = writers.create_writers(workdir, distributed.is_main())
     try:
-        return _train_loop(config, setup, workdir, ckpt, writer, metrics_path)
+        return _train_loop(config, setup, workdir, ckpt, writer, summaries)
     finally:
         ckpt.close()
-        writer.flush()
         writer.close()
 
 
 def _initial_state(config, setup, ckpt):
-    latest = ckpt.latest_step()
-    if latest is not None:
-        logging.info("Resuming from the checkpoint of step %d in %s", latest, ckpt.directory)
-        state, data_state = ckpt.restore(setup.abstract_state, latest)
+    """The newest checkpoint that restores (damaged ones set aside), or a fresh state."""
+    restored = ckpt.restore_latest(setup.abstract_state)
+    if restored is not None:
+        state, data_state, step = restored
+        logging.info("Resuming from the checkpoint of step %d in %s", step, ckpt.directory)
         return state, data_state
     state = state_lib.create_state(setup, config.seed)
     if config.init.base_checkpoint:
@@ -209,13 +176,12 @@ def _initial_state(config, setup, ckpt):
     return state, None
 
 
-def _train_loop(config, setup, workdir, ckpt, writer, metrics_path) -> dict:
-    is_main = jax.process_index() == 0
+def _train_loop(config, setup, workdir, ckpt, writer, summaries) -> dict:
     # ---------------------------------------------------------------- state and input
     state, data_state = _initial_state(config, setup, ckpt)
     start = int(jax.device_get(state.step))
-    if is_main:
-        _trim_metrics(metrics_path, start)
+    if distributed.is_main():
+        writers.trim_metrics(workdir / "metrics.jsonl", start)
     loader = data_lib.create_loader(
         config.data,
         global_batch_size=config.batch_size,
@@ -237,34 +203,53 @@ def _train_loop(config, setup, workdir, ckpt, writer, metrics_path) -> dict:
 
     # ---------------------------------------------------------------- compile
     batch_sharding = sharding_lib.batch_sharding(setup.mesh)
-    first = data_lib.make_global_batch(next(loader), batch_sharding)
-    t0 = time.perf_counter()
-    train_step = steps.compile_train_step(setup, config, first)
-    logging.info("Compiled the train step in %.1f s", time.perf_counter() - t0)
-    _log_memory(train_step)
+    batch = data_lib.make_global_batch(next(loader), batch_sharding)
+    clock = _TrainingClock()
+    compiled = {}
+
+    def train_step(step: int):
+        """The compiled step of `step`'s phase (base pretraining, or joint)."""
+        phase = steps.phase_at(config, step)
+        if phase not in compiled:
+            with clock.paused() as pause:
+                compiled[phase] = steps.compile_train_step(setup, config, batch, phase)
+            logging.info("Compiled the %s train step in %.1f s", phase, pause.seconds)
+            _log_memory(compiled[phase])
+        return compiled[phase]
+
+    train_step(start + 1)
     previewer = Previewer(config, setup, workdir) if config.sample_every_steps else None
 
+    def preview(step: int, t: float, state, batch) -> None:
+        del t
+        with clock.paused():
+            previewer(state, step, summaries, batch)
+
+    previews = periodic_actions.PeriodicCallback(
+        every_steps=config.sample_every_steps or None,
+        on_steps=[config.total_steps] if previewer else [],
+        callback_fn=preview,
+    )
+
     # ---------------------------------------------------------------- loop
-    progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
+    # Progress and steps/s count training time only: compiles, previews and the blocking part
+    # of checkpoint saves are paused out, so the ETA does not swing around them.
+    progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps)
     pending, last = [], {}
     last_good_ckpt = ckpt.latest_step()
-    t_log = time.perf_counter()
-    batch = first
+    t_log = clock()
     with _Preemption(enabled=jax.process_count() == 1) as preemption:
         for step in range(start + 1, config.total_steps + 1):
             if batch is None:
                 batch = data_lib.make_global_batch(next(loader), batch_sharding)
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(step)(state, batch)
             pending.append(metrics)
-            progress(step)
+            progress(step, t=clock())
+            # Every process asks at every step (the preemption sync point is agreed on).
             stop = preemption.requested or ckpt.reached_preemption(step)
             due_log = step % config.log_every_steps == 0 or step == config.total_steps or stop
-            due_ckpt = (
-                step % max(config.checkpoint_every_steps, 1) == 0
-                if config.checkpoint_every_steps
-                else False
-            )
-            if due_log or due_ckpt:
+            due_save = stop or ckpt.should_save(step) or step == config.total_steps
+            if due_log or due_save:
                 rows = jax.device_get(pending)
                 bad = [step - len(rows) + 1 + i for i, r in enumerate(rows) if not r["finite"]]
                 if bad:
@@ -274,30 +259,65 @@ def _train_loop(config, setup, workdir, ckpt, writer, metrics_path) -> dict:
                         f"check the data."
                     )
                 if due_log:
-                    elapsed = time.perf_counter() - t_log
-                    last = {
-                        k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "finite"
-                    }
+                    # Phases log different terms: each is averaged over the steps that have it.
+                    names = sorted({k for r in rows for k in r} - {"finite"})
+                    last = {k: float(np.mean([r[k] for r in rows if k in r])) for k in names}
                     last.update(
-                        step=step, lr=float(rows[-1]["lr"]), steps_per_sec=len(rows) / elapsed
+                        lr=float(rows[-1]["lr"]), steps_per_sec=len(rows) / (clock() - t_log)
                     )
-                    if is_main:
-                        writer.write_scalars(step, {k: v for k, v in last.items() if k != "step"})
-                        with open(metrics_path, "a") as f:
-                            f.write(json.dumps(last) + "\n")
-                    t_log = time.perf_counter()
+                    writer.write_scalars(step, last)
+                    writer.flush()
+                    last["step"] = step
+                    t_log = clock()
                     pending = []
-            if due_ckpt or stop:
-                ckpt.save(step, state, loader.get_state(), force=stop)
+            if due_save:
+                with clock.paused():
+                    ckpt.save(step, state, loader.get_state(), force=True)
                 last_good_ckpt = step
-            if previewer and step % config.sample_every_steps == 0:
-                previewer(state, step, writer, batch)
+            previews(step, state=state, batch=batch)
             batch = None
             if stop:
                 logging.warning("Preempted at step %d: checkpoint saved, stopping.", step)
                 return {**last, "preempted": True}
-    if ckpt.latest_step() != config.total_steps:
-        ckpt.save(config.total_steps, state, loader.get_state(), force=True)
-    if previewer and config.total_steps % config.sample_every_steps:
-        previewer(state, config.total_steps, writer, None)
+    _log_finish(config, workdir, ckpt, last, clock)
     return last
+
+
+class _TrainingClock:
+    """Seconds of training: wall time less the pauses (compiles, previews, checkpoint saves)."""
+
+    class _Pause:
+        seconds = 0.0
+
+    def __init__(self):
+        self._start = time.perf_counter()
+        self.paused_seconds = 0.0
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self._start - self.paused_seconds
+
+    @contextlib.contextmanager
+    def paused(self):
+        pause = self._Pause()
+        t0 = time.perf_counter()
+        try:
+            yield pause
+        finally:
+            pause.seconds = time.perf_counter() - t0
+            self.paused_seconds += pause.seconds
+
+
+def _log_finish(config, workdir, ckpt, last: dict, clock: _TrainingClock) -> None:
+    """The line a run ends on: its final loss and where its checkpoint and samples are."""
+    step = config.total_steps
+    samples_at = workdir / "samples" / f"step_{step:07d}.gif" if config.sample_every_steps else None
+    logging.info(
+        "Finished training at step %d: loss %.4f (last logged), %.0f s of training and %.0f s of "
+        "compiles, previews and saves. Checkpoint: %s%s",
+        step,
+        last.get("loss", float("nan")),
+        clock(),
+        clock.paused_seconds,
+        ckpt.directory / str(step),
+        f"; samples: {samples_at}" if samples_at else "",
+    )

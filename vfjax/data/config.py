@@ -8,6 +8,8 @@ import os
 
 import ml_collections
 
+from vfjax import fileio
+
 DATASET_NAMES = ("synthetic", "ucf101", "sky_timelapse", "taichi", "video_folder")
 COND_KINDS = ("none", "class", "text")
 SHORT_VIDEO_RULES = ("pad", "skip")
@@ -124,9 +126,9 @@ def min_frames(cfg) -> int:
 
 
 def data_dir(cfg) -> str:
-    """The tfds directory, tfds' default when the config leaves it empty."""
+    """The tfds directory (local or bucket), tfds' default when the config leaves it empty."""
     path = cfg.data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
-    return os.path.expanduser(path)
+    return str(fileio.path(path))
 
 
 def _to_dict(value) -> dict:

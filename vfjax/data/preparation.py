@@ -11,6 +11,7 @@ import os
 import tensorflow_datasets as tfds
 from absl import logging
 
+from vfjax import fileio
 from vfjax.data import config as config_lib
 from vfjax.data import storage, synthetic, text
 from vfjax.data.builders import BUILDERS
@@ -54,6 +55,11 @@ def prepare(data_config) -> dict:
         raise ValueError(
             f"data.manual_dir is empty: point it at your {cfg.name} files to prepare them."
         )
+    if not fileio.is_local(cfg.manual_dir):
+        raise ValueError(
+            f"data.manual_dir={cfg.manual_dir} is not on this machine: prepare decodes the video "
+            "files locally; copy them here first (data.data_dir, the output, may be a bucket)."
+        )
     if not os.path.isdir(os.path.expanduser(cfg.manual_dir)):
         raise ValueError(f"data.manual_dir={cfg.manual_dir} does not exist or is not a folder.")
     if cfg.cond == "text":  # The encoder must be there before hours of decoding.
@@ -71,7 +77,7 @@ def prepare(data_config) -> dict:
         logging.info("Preparing %s from %s into %s.", cfg.name, builder.manual_dir, directory)
         builder.download_and_prepare()
     stored = storage.open_builder(cfg)
-    if not os.path.isfile(os.path.join(directory, storage.INDEX_FILE)):
+    if not fileio.join(directory, storage.INDEX_FILE).is_file():
         storage.write_index(stored)
     if cfg.cond == "text":
         text.ensure_embedded(cfg)

@@ -8,12 +8,10 @@ records. Statistics come from it, and `short_video='skip'` uses it to leave out 
 without opening them.
 """
 
-import json
-import os
-
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vfjax import fileio
 from vfjax.data import config as config_lib
 
 VERSION = "1.0.0"  # Must match `VideoBuilder.VERSION`.
@@ -37,11 +35,11 @@ def config_name(cfg) -> str:
 
 def builder_dir(cfg) -> str:
     """`<data_dir>/<name>/<config>/<version>`, where prepare writes `cfg`'s data set."""
-    return os.path.join(config_lib.data_dir(cfg), cfg.name, config_name(cfg), VERSION)
+    return str(fileio.join(config_lib.data_dir(cfg), cfg.name, config_name(cfg), VERSION))
 
 
-def is_prepared(directory: str) -> bool:
-    return os.path.isfile(os.path.join(directory, "dataset_info.json"))
+def is_prepared(directory) -> bool:
+    return fileio.join(directory, "dataset_info.json").is_file()
 
 
 def open_builder(cfg) -> tfds.core.DatasetBuilder:
@@ -95,19 +93,15 @@ def write_index(builder) -> dict:
             columns["fps"].append(round(float(record["fps"]), 3))
             columns["label"].append(int(record["label"]))
         index[split] = columns
-    path = os.path.join(builder.data_dir, INDEX_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(index, f)
-    os.replace(path + ".tmp", path)  # Never leave a half-written index behind.
+    fileio.write_json(fileio.join(builder.data_dir, INDEX_FILE), index)  # Written whole.
     return index
 
 
 def read_index(builder) -> dict:
-    path = os.path.join(builder.data_dir, INDEX_FILE)
-    if not os.path.isfile(path):
+    path = fileio.join(builder.data_dir, INDEX_FILE)
+    if not path.is_file():
         raise ValueError(f"{path} is missing; run `python -m vfjax.data prepare` again to add it.")
-    with open(path) as f:
-        return json.load(f)
+    return fileio.read_json(path)
 
 
 def dataset_stats(builder) -> dict:

@@ -18,13 +18,13 @@ same encoder.
 import functools
 import hashlib
 import importlib.util
-import json
 import os
 
 import numpy as np
 import tqdm
 from absl import logging
 
+from vfjax import fileio
 from vfjax.data import config as config_lib
 from vfjax.data import storage
 
@@ -124,63 +124,61 @@ class TextEncoder:
         return np.concatenate(out) if out else np.zeros((0, self.max_tokens, self.dim), np.float32)
 
 
-def text_dir(builder_dir: str) -> str:
-    return os.path.join(builder_dir, TEXT_DIR)
+def text_dir(builder_dir):
+    return fileio.join(builder_dir, TEXT_DIR)
 
 
-def read_info(builder_dir: str) -> dict | None:
+def read_info(builder_dir) -> dict | None:
     """The stored embeddings' `info.json`, or None when the data set has none."""
-    path = os.path.join(text_dir(builder_dir), INFO_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    path = text_dir(builder_dir) / INFO_FILE
+    return fileio.read_json(path) if path.is_file() else None
 
 
-def open_split(builder_dir: str, split: str) -> np.ndarray:
-    """The stored embeddings of one split, memory-mapped: float16 `[videos, S, D]`."""
-    path = os.path.join(text_dir(builder_dir), f"{split}.npy")
-    if not os.path.isfile(path):
+def open_split(builder_dir, split: str) -> np.ndarray:
+    """The stored embeddings of one split: float16 `[videos, S, D]` (memory-mapped when local,
+    read whole from a bucket)."""
+    path = text_dir(builder_dir) / f"{split}.npy"
+    if not path.is_file():
         raise ValueError(
             f"{path} is missing: embed the captions first (--mode=prepare with data.cond='text')."
         )
-    return np.load(path, mmap_mode="r")
+    if fileio.is_local(path):
+        return np.load(str(path), mmap_mode="r")
+    return fileio.load_npy(path)
 
 
 def embed_dataset(builder, encoder: TextEncoder) -> dict:
     """Embeds the stored caption of every video of every split; returns the info written.
 
-    Each split is written to a temporary file and renamed, so an interrupted run leaves the
-    previous embeddings (or none), never a partial file.
+    Each split is written whole, so an interrupted run leaves the previous embeddings (or
+    none), never a partial file.
     """
     out_dir = text_dir(str(builder.data_dir))
-    os.makedirs(out_dir, exist_ok=True)
     info = {**encoder.fingerprint(), "encoder_path": encoder.path, "splits": {}}
     for split in builder.info.splits.keys():
         source = storage.open_split(builder, split)
         captions = [_text(source[i]["caption"]) for i in range(len(source))]
         empty = sum(not c for c in captions)
-        path = os.path.join(out_dir, f"{split}.npy")
-        array = np.lib.format.open_memmap(
-            path + ".tmp.npy",
-            mode="w+",
-            dtype=np.float16,
-            shape=(len(captions), encoder.max_tokens, encoder.dim),
-        )
-        step = encoder.batch_size
-        for start in tqdm.tqdm(
-            range(0, len(captions), step), desc=f"text {split}", unit="batch", leave=False
-        ):
-            array[start : start + step] = encoder(captions[start : start + step])
-        array.flush()
-        del array
-        os.replace(path + ".tmp.npy", path)
+        # Filled in a local file, then written whole: an interrupted run leaves the previous
+        # embeddings (or none), never a partial file.
+        with fileio.local_file_for_writing(out_dir / f"{split}.npy") as local:
+            array = np.lib.format.open_memmap(
+                local,
+                mode="w+",
+                dtype=np.float16,
+                shape=(len(captions), encoder.max_tokens, encoder.dim),
+            )
+            step = encoder.batch_size
+            for start in tqdm.tqdm(
+                range(0, len(captions), step), desc=f"text {split}", unit="batch", leave=False
+            ):
+                array[start : start + step] = encoder(captions[start : start + step])
+            array.flush()
+            del array
         info["splits"][split] = {"videos": len(captions), "empty_captions": empty}
         if empty:
             logging.warning("%d %s videos have no caption (embedded as '').", empty, split)
-    with open(os.path.join(out_dir, INFO_FILE + ".tmp"), "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(os.path.join(out_dir, INFO_FILE + ".tmp"), os.path.join(out_dir, INFO_FILE))
+    fileio.write_json(out_dir / INFO_FILE, info)
     logging.info("Embedded captions with %s into %s", encoder.source, out_dir)
     return info
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 
 import jax
@@ -19,9 +18,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from vfjax import consistency, distributed, fileio, run_setup, samples, steps
 from vfjax import data as data_lib
-from vfjax import sample as sample_lib
-from vfjax import samples, steps, train
+from vfjax.diffusion import decomposed
 from vfjax.evaluation import c3d, features, i3d, metrics, protocols
 
 
@@ -43,44 +42,40 @@ def _protocol(config) -> protocols.EvalProtocol:
     return protocols.get_protocol(config.eval.protocol, **overrides)
 
 
-def _rgb(videos: np.ndarray) -> np.ndarray:
-    """Feature networks take RGB: grey-scale videos repeat their channel."""
-    return np.repeat(videos, 3, axis=-1) if videos.shape[-1] == 1 else videos
-
-
-def _gather(x: jax.Array) -> np.ndarray:
-    if x.is_fully_addressable:
-        return np.asarray(jax.device_get(x))
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+def _labels(config, start: int, batch: int) -> np.ndarray:
+    """Host arrays (the same on every process) enter the sampler replicated."""
+    return (np.arange(start, start + batch) % config.model.num_classes).astype(np.int32)
 
 
 def generate(config, setup, ema, count: int, num_frames: int, seed: int, captions=None):
-    """Yields batches of generated videos `[b, num_frames, H, W, C]` (numpy), `count` in all.
+    """Yields this process's share of the generated videos, batch by batch: `(videos [b, F, H,
+    W, C] numpy, valid [b] bool)`, `count` valid videos over all processes.
 
-    A model whose clips are shorter than `num_frames` makes each video from several clips that
-    share their base noise (the long-video sampler). A text-conditioned model is conditioned on
-    the batches of caption embeddings that `captions` yields.
+    Every process runs the same sampler calls (one program, the batch split over all devices);
+    each keeps only the rows its own devices made, so nothing is sampled twice or copied between
+    processes. A model whose clips are shorter than `num_frames` makes each video from several
+    clips that share their base noise (the long-video sampler). A text-conditioned model is
+    conditioned on the batches of caption embeddings that `captions` yields.
     """
     clip = config.data.num_frames
     num_clips = math.ceil(num_frames / clip)
     batch = config.eval.batch_size
     sampler = steps.make_sampler(config, setup, batch, num_clips)
     made = 0
-    with tqdm(total=count, desc="sampling", unit="video", disable=jax.process_index() != 0) as bar:
+    with tqdm(total=count, desc="sampling", unit="video", disable=not distributed.is_main()) as bar:
         while made < count:
             base_rng = jax.random.fold_in(jax.random.key(seed), made)
             residual_rng = jax.random.fold_in(jax.random.key(seed + 1), made)
             cond = None
             if config.data.cond == "class":
-                labels = np.arange(made, made + batch) % config.model.num_classes
-                cond = {"label": jax.numpy.asarray(labels, jax.numpy.int32)}
+                cond = {"label": _labels(config, made, batch)}
             elif config.data.cond == "text":
-                cond = {"text": jax.numpy.asarray(next(captions))}
-            videos = _gather(sampler(ema, base_rng, residual_rng, cond))[:, :num_frames]
+                cond = {"text": np.asarray(next(captions))}
+            videos, rows = distributed.local_rows(sampler(ema, base_rng, residual_rng, cond))
             take = min(batch, count - made)
             made += take
             bar.update(take)
-            yield videos[:take]
+            yield videos[:, :num_frames], rows < take
 
 
 def _protocol_loader(config, protocol, seed: int, global_batch: int, **kwargs):
@@ -102,20 +97,39 @@ def caption_embeddings(config, protocol, seed: int):
 
 
 def real_clips(config, protocol, count: int, seed: int):
-    """Yields batches of real clips under the protocol's frames, stride and split."""
-    loader = _protocol_loader(config, protocol, seed, config.eval.batch_size * jax.process_count())
+    """Yields this process's share of the real clips under the protocol's frames, stride and
+    split: `(clips, valid)` batches, `count` valid clips over all processes. The clips are the
+    same whatever the number of processes (the loader's global order)."""
+    batch = config.eval.batch_size
+    loader = _protocol_loader(
+        config,
+        protocol,
+        seed,
+        batch,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    local = batch // jax.process_count()
+    rows = jax.process_index() * local + np.arange(local)
     taken = 0
     while taken < count:
         videos = next(loader)["video"]
-        take = min(len(videos), count - taken)
+        take = min(batch, count - taken)
         taken += take
-        yield videos[:take]
+        yield videos, rows < take
 
 
-def _cache_path(config, protocol, network) -> str:
+def _rgb(batches):
+    """Feature networks take RGB: grey-scale videos repeat their channel."""
+    for videos, valid in batches:
+        yield (np.repeat(videos, 3, axis=-1) if videos.shape[-1] == 1 else videos), valid
+
+
+def _cache_path(config, protocol, network):
+    data_dir = str(fileio.path(config.data.data_dir)) if config.data.data_dir else ""
     key = {
         "dataset": config.data.name,
-        "data_dir": os.path.abspath(config.data.data_dir) if config.data.data_dir else "",
+        "data_dir": data_dir,
         "synthetic": config.data.synthetic.to_dict() if config.data.name == "synthetic" else None,
         "resolution": config.data.resolution,
         "channels": config.data.channels,
@@ -125,77 +139,143 @@ def _cache_path(config, protocol, network) -> str:
         "seed": config.eval.seed,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    root = config.eval.cache_dir or os.path.join(
-        config.data.data_dir or os.path.expanduser("~/.cache/vfjax"), "vfjax_eval_cache"
+    root = config.eval.cache_dir or fileio.join(
+        config.data.data_dir or "~/.cache/vfjax", "vfjax_eval_cache"
     )
-    return os.path.join(root, f"{config.data.name}_{protocol.name}_{digest}.npy")
+    return fileio.join(root, f"{config.data.name}_{protocol.name}_{digest}.npy")
 
 
-def real_features(config, protocol, network, mesh) -> tuple[np.ndarray, bool]:
-    """I3D features of the real clips, from the cache when this exact set was computed before."""
+def real_features(config, protocol, network, mesh) -> tuple[np.ndarray, dict, bool]:
+    """I3D features of the real clips and their frame-consistency totals, from the cache when
+    this exact set was computed before (process 0 looks, and tells the others, so that all of
+    them take the same path)."""
     path = _cache_path(config, protocol, network)
-    if os.path.exists(path):
+    stats_path = path.with_suffix(".consistency.json")
+    cached = path.exists() and stats_path.exists() if distributed.is_main() else False
+    if jax.process_count() > 1:
+        cached = bool(multihost_utils.broadcast_one_to_all(np.int32(cached)))
+    if cached:
         logging.info("Real features from the cache %s", path)
-        return np.load(path), True
-    clips = (_rgb(v) for v in real_clips(config, protocol, protocol.num_real, config.eval.seed))
-    feats = i3d_features(network, clips, mesh, protocol.num_real, "real clips")
-    if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.save(path, feats)
-    return feats, False
+        totals = {k: np.asarray(v) for k, v in fileio.read_json(stats_path).items()}
+        return fileio.load_npy(path), totals, True
+    measure = _Measured()
+    clips = _rgb(measure(real_clips(config, protocol, protocol.num_real, config.eval.seed)))
+    feats = features.extract_features(
+        network, clips, mesh, total=protocol.num_real, desc="real clips"
+    )
+    totals = measure.totals()
+    if distributed.is_main():
+        fileio.save_npy(path, feats)
+        fileio.write_json(stats_path, {k: np.asarray(v).tolist() for k, v in totals.items()})
+    return feats, totals, False
 
 
-def i3d_features(network, batches, mesh, total: int, desc: str) -> np.ndarray:
-    return features.extract_features(network, batches, mesh, total=total, desc=desc)
+class _FirstVideos:
+    """Passes batches on, keeping the first `count` valid videos of all processes (for the grid
+    video written beside the result)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.videos: list[np.ndarray] = []
+
+    def __call__(self, batches):
+        for i, (videos, valid) in enumerate(batches):
+            if i == 0:  # Every process takes part in the gather; only the first batch is kept.
+                if jax.process_count() > 1:
+                    all_videos, all_valid = multihost_utils.process_allgather((videos, valid))
+                    videos_, valid_ = np.concatenate(all_videos), np.concatenate(all_valid)
+                else:
+                    videos_, valid_ = videos, valid
+                self.videos.append(videos_[valid_][: self.count])
+            yield videos, valid
 
 
-def evaluate(config, workdir: str) -> dict:
-    """Evaluates checkpoint `eval.step` (-1: latest) of the run in `workdir`; returns the result
-    written to `workdir/eval/<protocol>_<step>.json`."""
-    protocol = _protocol(config)  # Refuses a bad protocol before any long work.
-    config, setup = train.setup_run(config, workdir)
-    is_ucf = config.data.name == "ucf101"
-    want_is = protocol.compute_is and is_ucf
+class _Measured:
+    """Passes batches on, adding up the frame-consistency statistics of their valid videos
+    (`vfjax.consistency`); `totals()` sums them over all processes (all must call it)."""
+
+    def __init__(self):
+        self.parts: list[dict] = []
+
+    def __call__(self, batches):
+        for videos, valid in batches:
+            self.parts.append(consistency.video_stats(videos[valid]))  # May hold no video.
+            yield videos, valid
+
+    def totals(self) -> dict:
+        mine = consistency.totals(consistency.merge(self.parts))
+        if jax.process_count() == 1:
+            return mine
+        return jax.tree.map(lambda x: np.asarray(x).sum(axis=0), _allgather(mine))
+
+
+def _allgather(tree):
+    return multihost_utils.process_allgather(jax.tree.map(np.asarray, tree))
+
+
+def _check_request(config, protocol) -> bool:
+    """Refuses what cannot be evaluated, before any long work; returns whether IS is computed."""
+    if config.eval.batch_size % jax.process_count():
+        raise ValueError(
+            f"eval.batch_size={config.eval.batch_size} does not divide over the "
+            f"{jax.process_count()} processes."
+        )
+    want_is = protocol.compute_is and config.data.name == "ucf101"
     if want_is and not (config.eval.c3d_weights and config.eval.c3d_mean):
         raise ValueError(
             "The protocol reports IS on UCF101: set eval.c3d_weights and eval.c3d_mean to TGANv2's "
             "conv3d_deepnetA_ucf.npz and mean2.npz (or pick a protocol with compute_is=False)."
         )
-    network = i3d.with_preprocess(
-        i3d.load_i3d(config.eval.i3d_weights), protocol.resize_method, quantize=protocol.quantize
-    )
-    ema, step = sample_lib.restore_ema(config, setup, workdir, config.eval.step)
-    start = time.time()
+    return want_is
 
-    gen_seed = config.eval.seed + 1000
-    text_run = config.data.cond == "text"
-    grid = []  # The first 16 generated videos, for the grid video.
 
-    def keep(batches):
-        for videos in batches:
-            grid.append(videos[: max(16 - sum(len(g) for g in grid), 0)])
-            yield _rgb(videos)
+def _captions(config, protocol, seed: int):
+    return caption_embeddings(config, protocol, seed) if config.data.cond == "text" else None
 
-    gen_feats = i3d_features(
-        network,
-        keep(
-            generate(
-                config,
-                setup,
-                ema,
-                protocol.num_generated,
-                protocol.num_frames,
-                gen_seed,
-                caption_embeddings(config, protocol, gen_seed) if text_run else None,
-            )
-        ),
-        setup.mesh,
+
+def generated_features(
+    config, setup, ema, protocol, network, seed: int, keep: _FirstVideos, measure: _Measured
+):
+    """I3D features of `protocol.num_generated` generated videos."""
+    videos = generate(
+        config,
+        setup,
+        ema,
         protocol.num_generated,
-        "generated features",
+        protocol.num_frames,
+        seed,
+        _captions(config, protocol, seed),
     )
-    real_feats, cached = real_features(config, protocol, network, setup.mesh)
+    return features.extract_features(
+        network,
+        _rgb(keep(measure(videos))),
+        setup.mesh,
+        total=protocol.num_generated,
+        desc="generated",
+    )
 
-    ddof = protocol.covariance_ddof
+
+def inception_score(config, setup, ema, protocol, seed: int) -> tuple[dict, object]:
+    """C3D Inception Score of `protocol.is_num_generated` generated videos."""
+    classifier = c3d.load_c3d(config.eval.c3d_weights, config.eval.c3d_mean)
+    videos = generate(
+        config,
+        setup,
+        ema,
+        protocol.is_num_generated,
+        c3d.NUM_FRAMES,
+        seed,
+        _captions(config, protocol, seed),
+    )
+    probs = features.extract_features(
+        classifier, _rgb(videos), setup.mesh, total=protocol.is_num_generated, desc="IS"
+    )
+    mean, std = metrics.inception_score(probs, protocol.is_splits)
+    return {"is_mean": mean, "is_std": std}, classifier
+
+
+def _record(config, protocol, network, step: int, cached: bool) -> dict:
+    """What the result JSON says about how its numbers were made."""
     result = protocols.describe(
         protocol,
         dataset=config.data.name,
@@ -203,11 +283,10 @@ def evaluate(config, workdir: str) -> dict:
         seed=config.eval.seed,
         checkpoint_step=step,
     )
-    clips_per_video = math.ceil(protocol.num_frames / config.data.num_frames)
     result.update(
         model_kind=config.model.kind,
         model_clip_frames=config.data.num_frames,
-        generated_clips_per_video=clips_per_video,
+        generated_clips_per_video=math.ceil(protocol.num_frames / config.data.num_frames),
         generated_resolution=config.data.resolution,
         sampler={
             "num_steps": config.sampling.num_steps,
@@ -221,31 +300,58 @@ def evaluate(config, workdir: str) -> dict:
             }[config.data.cond],
         },
         real_features_cached=cached,
-        fvd=metrics.frechet_distance(gen_feats, real_feats, ddof=ddof),
     )
+    return result
+
+
+def _write(workdir, protocol, step: int, result: dict, grid: np.ndarray, fps: int) -> None:
+    stem = fileio.join(workdir, "eval", f"{protocol.name}_{step}")
+    fileio.write_json(f"{stem}.json", result)
+    samples.write_samples(stem, grid, fps=fps)
+    logging.info(
+        "FVD %.2f%s at step %d (%s); wrote %s.json",
+        result["fvd"],
+        f", KVD {result['kvd']:.4f}" if "kvd" in result else "",
+        step,
+        protocol.name,
+        stem,
+    )
+
+
+def evaluate(config, workdir) -> dict:
+    """Evaluates checkpoint `eval.step` (-1: the newest) of the run in `workdir`; returns the
+    result written (by process 0) to `workdir/eval/<protocol>_<step>.json`."""
+    protocol = _protocol(config)  # Refuses a bad protocol before any long work.
+    config, setup = run_setup.setup_run(config, workdir)
+    want_is = _check_request(config, protocol)
+    network = i3d.with_preprocess(
+        i3d.load_i3d(config.eval.i3d_weights), protocol.resize_method, quantize=protocol.quantize
+    )
+    ema, step = run_setup.restore_ema(config, setup, workdir, config.eval.step)
+    start = time.time()
+
+    seed = config.eval.seed + 1000
+    first, measure = _FirstVideos(16), _Measured()
+    gen_feats = generated_features(config, setup, ema, protocol, network, seed, first, measure)
+    gen_totals = measure.totals()
+    real_feats, real_totals, cached = real_features(config, protocol, network, setup.mesh)
+
+    result = _record(config, protocol, network, step, cached)
+    keys = consistency.key_frames_of(
+        protocol.num_frames,
+        config.data.num_frames,
+        decomposed.key_frame_index(config.data.num_frames, config.diffusion.key_frame),
+    )
+    result["consistency"] = consistency.compare(
+        consistency.report(consistency.from_totals(gen_totals), keys),
+        consistency.report(consistency.from_totals(real_totals), keys),
+    )
+    result["fvd"] = metrics.frechet_distance(gen_feats, real_feats, ddof=protocol.covariance_ddof)
     if protocol.compute_kvd:
         result["kvd"] = metrics.kernel_distance(gen_feats, real_feats)
     if want_is:
-        classifier = c3d.load_c3d(config.eval.c3d_weights, config.eval.c3d_mean)
-        probs = i3d_features(
-            classifier,
-            (
-                _rgb(v)
-                for v in generate(
-                    config,
-                    setup,
-                    ema,
-                    protocol.is_num_generated,
-                    c3d.NUM_FRAMES,
-                    gen_seed + 1,
-                    caption_embeddings(config, protocol, gen_seed + 1) if text_run else None,
-                )
-            ),
-            setup.mesh,
-            protocol.is_num_generated,
-            "IS probabilities",
-        )
-        result["is_mean"], result["is_std"] = metrics.inception_score(probs, protocol.is_splits)
+        scores, classifier = inception_score(config, setup, ema, protocol, seed + 1)
+        result.update(scores)
         result["feature_networks"].append(
             {
                 "name": classifier.name,
@@ -255,20 +361,6 @@ def evaluate(config, workdir: str) -> dict:
     elif protocol.compute_is:
         result["is_skipped"] = "IS uses a UCF101 classifier (C3D); not defined for this data set."
     result["seconds"] = time.time() - start
-
-    if jax.process_index() == 0:
-        out_dir = os.path.join(workdir, "eval")
-        os.makedirs(out_dir, exist_ok=True)
-        stem = os.path.join(out_dir, f"{protocol.name}_{step}")
-        with open(stem + ".json", "w") as f:
-            json.dump(result, f, indent=2)
-        samples.write_samples(stem, np.concatenate(grid), fps=config.sampling.fps)
-        logging.info(
-            "FVD %.2f%s at step %d (%s); wrote %s.json",
-            result["fvd"],
-            f", KVD {result['kvd']:.4f}" if "kvd" in result else "",
-            step,
-            protocol.name,
-            stem,
-        )
+    if distributed.is_main():
+        _write(workdir, protocol, step, result, np.concatenate(first.videos), config.sampling.fps)
     return result

@@ -16,6 +16,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
+from vfjax import distributed
+
 # The batch axes of the project mesh (DESIGN.md section 4); a mesh without them is split over all
 # of its axes.
 _BATCH_AXES = ("data", "fsdp")
@@ -69,7 +71,7 @@ def _padded(batch: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def extract_features(
     network: FeatureNetwork | Callable[[jax.Array], jax.Array],
-    videos_iter: Iterable[np.ndarray],
+    videos_iter: Iterable[np.ndarray | tuple[np.ndarray, np.ndarray]],
     mesh: Mesh | None = None,
     *,
     batch_size: int | None = None,
@@ -78,15 +80,17 @@ def extract_features(
 ) -> np.ndarray:
     """Runs a feature network over host batches, sharded over the batch axes of a mesh.
 
-    Each process feeds its own clips (multi-host: its own slice of the data). Batches are cut or
-    zero-padded to one fixed per-process size so the network compiles once; padded clips are
-    dropped from the result with a validity mask that travels with them.
+    Each process feeds its own clips (multi-host: its own slice of the data), and every process
+    must yield the same number of batches. Batches are cut or zero-padded to one fixed
+    per-process size so the network compiles once; padded clips, and clips a batch marks as not
+    valid, are dropped from the result with a validity mask that travels with them.
 
     Args:
         network: A ``FeatureNetwork`` (parameters passed to the jitted function, replicated) or any
             function of a video batch.
         videos_iter: Iterable of [b, T, H, W, C] host arrays of this process's clips, as the
-            network takes them (float in [-1, 1] for I3D and C3D). Batch sizes may vary.
+            network takes them (float in [-1, 1] for I3D and C3D), or of ``(clips, valid)`` pairs
+            whose boolean ``valid [b]`` marks the clips to keep. Batch sizes may vary.
         mesh: Mesh whose ``'data'``/``'fsdp'`` axes (or all axes) split the batch. Default: a 1-D
             mesh over all devices.
         batch_size: Clips per process per step; rounded up to a multiple of this process's batch
@@ -95,8 +99,8 @@ def extract_features(
         desc: Progress bar label.
 
     Returns:
-        [N, D] float32 features of all clips of all processes, in feed order (process-major within
-        a step), identical on every process.
+        [N, D] float32 features of all valid clips of all processes, in feed order
+        (process-major within a step), identical on every process.
     """
     if isinstance(network, FeatureNetwork):
         apply_fn, params = network.apply_fn, network.params
@@ -107,21 +111,26 @@ def extract_features(
     local_shards = max(shard_count // jax.process_count(), 1)
     params = jax.device_put(params, replicated)
 
-    @jax.jit
-    def run(params, videos, valid):
+    def apply(params, videos, valid):
         features = apply_fn(params, videos)
         # Replicated outputs let every process read all features without a separate gather.
         return jax.lax.with_sharding_constraint((features, valid), replicated)
 
+    run = distributed.AlignedJit(jax.jit(apply), f"features {desc}")
+
     outputs = []
     with tqdm(total=total, desc=desc, unit="clip", disable=jax.process_index() != 0) as bar:
-        for batch in videos_iter:
+        for item in videos_iter:
+            batch, keep = item if isinstance(item, tuple) else (item, None)
             batch = np.asarray(batch)
+            keep = np.ones((batch.shape[0],), bool) if keep is None else np.asarray(keep, bool)
             if batch_size is None:
                 batch_size = batch.shape[0]
             step_size = -(-batch_size // local_shards) * local_shards
-            for start in range(0, batch.shape[0], step_size):
+            # At least one call per batch, also for an empty one: every process must join.
+            for start in range(0, max(batch.shape[0], 1), step_size):
                 chunk, valid = _padded(batch[start : start + step_size], step_size)
+                valid[: len(keep[start : start + step_size])] &= keep[start : start + step_size]
                 global_videos = jax.make_array_from_process_local_data(sharding, chunk)
                 global_valid = jax.make_array_from_process_local_data(sharding, valid)
                 features, mask = run(params, global_videos, global_valid)

@@ -57,6 +57,19 @@ def _dropout_rngs(rng: Array | None) -> nnx.Rngs | None:
     return None if rng is None else nnx.Rngs(dropout=rng)
 
 
+def _frames_as_images_loss(base, x0, rng, diffusion, cond, dropout_rng):
+    """The image-diffusion loss of `base` with every frame of `x0 [B, N, H, W, C]` as an image
+    (each with its own noise): how the base generator is trained alone."""
+    rngs = _dropout_rngs(dropout_rng)
+    b, n = x0.shape[:2]
+    images = x0.reshape((b * n,) + x0.shape[2:])
+    if cond is not None:
+        cond = jax.tree.map(lambda c: jnp.repeat(c, n, axis=0), cond)
+    return decomposed.image_loss(
+        lambda z, t: base(z, t, cond, rngs), images, rng, jnp.asarray(diffusion.alphas_cumprod)
+    )
+
+
 class VideoFusion(nnx.Module):
     """The base generator (2D UNet on the key frame) and residual generator (video UNet)."""
 
@@ -97,6 +110,10 @@ class VideoFusion(nnx.Module):
             frame_weights,
         )
 
+    def image_loss(self, x0, rng, diffusion, cond=None, dropout_rng=None):
+        """The base generator's loss with every frame as an image (its pretraining phase)."""
+        return _frames_as_images_loss(self.base, x0, rng, diffusion, cond, dropout_rng)
+
     def sample(self, shape, base_rng: Array, residual_rng: Array, diffusion: Diffusion, **kw):
         """Videos `[B, num_clips * N, H, W, C]`; keywords as `sampling.sample`."""
         return sampling.sample(
@@ -119,8 +136,10 @@ class VDM(nnx.Module):
         self.residual = UNet3D(residual, rngs=rngs)
 
     def loss(self, x0, rng, diffusion, cond=None, dropout_rng=None, frame_weights=None):
+        """The epsilon loss with independent noise; no key-frame or residual terms (there is no
+        base generator to split them by)."""
         rngs = _dropout_rngs(dropout_rng)
-        return decomposed.videofusion_loss(
+        loss, _ = decomposed.videofusion_loss(
             None,
             lambda z, t: self.residual(z, t, cond, rngs),
             x0,
@@ -130,6 +149,7 @@ class VDM(nnx.Module):
             diffusion.key_frame,
             frame_weights,
         )
+        return loss, {}
 
     def sample(self, shape, base_rng, residual_rng, diffusion, **kw):
         return sampling.sample(
@@ -154,17 +174,7 @@ class ImageDiffusion(nnx.Module):
     def loss(self, x0, rng, diffusion, cond=None, dropout_rng=None, frame_weights=None):
         """Every frame of `x0 [B, N, H, W, C]` is a training image."""
         del frame_weights
-        rngs = _dropout_rngs(dropout_rng)
-        b, n = x0.shape[:2]
-        images = x0.reshape((b * n,) + x0.shape[2:])
-        if cond is not None:
-            cond = jax.tree.map(lambda c: jnp.repeat(c, n, axis=0), cond)
-        return decomposed.image_loss(
-            lambda z, t: self.base(z, t, cond, rngs),
-            images,
-            rng,
-            jnp.asarray(diffusion.alphas_cumprod),
-        )
+        return _frames_as_images_loss(self.base, x0, rng, diffusion, cond, dropout_rng)
 
     def sample(self, shape, base_rng, residual_rng, diffusion, **kw):
         """Independent images shown as a clip: every frame uses lambda 1 on its own base noise."""
