@@ -17,46 +17,13 @@ the VDM family): the UNet widths and depths, optimiser settings, step count and 
 """
 
 from vfjax import config as vfc
+from vfjax import experiments
 
 
 def get_config(arg=None):
-    c = vfc.base_config()
-    c.total_steps = 400_000
-    c.batch_size = 32
-    c.log_every_steps = 100
-    c.checkpoint_every_steps = 5_000
-    c.sample_every_steps = 20_000
-
+    c = experiments.paper_benchmark(128)
     c.data.name = "ucf101"
-    c.data.num_frames = 16
-    c.data.resolution = 128
     c.data.ucf_split = 1
     c.data.split = "train+test"  # Unconditional UCF101 benchmarks train on all 13,320 videos.
-
-    c.model.base = vfc.base_unet(
-        channels=128,
-        channel_mult=(1, 1, 2, 2, 4),
-        num_res_blocks=2,
-        attn_resolutions=(16, 8),
-        head_dim=64,
-        dropout=0.1,
-        scale_shift=True,
-    )
-    c.model.residual = vfc.residual_unet(
-        channels=128,
-        channel_mult=(1, 1, 2, 2, 4),
-        num_res_blocks=2,
-        attn_resolutions=(16, 8),
-        temporal_attn_resolutions=(32, 16, 8),
-        head_dim=64,
-        dropout=0.1,
-        scale_shift=True,
-    )
-    c.optim.lr = 1e-4
-    c.optim.warmup_steps = 5_000
-    c.optim.ema_decay = 0.9999
-    c.mesh.fsdp = 1
-
-    c.sampling.num_steps = 100
     c.eval.protocol = "tats"
     return vfc.apply_variants(c, arg)

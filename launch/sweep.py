@@ -14,7 +14,6 @@ metrics of every run in a table.
 """
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -24,10 +23,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from vfjax import config as vfc  # noqa: E402
+from vfjax import experiments, fileio, writers  # noqa: E402
 
 
 def run_name(point: dict) -> str:
-    """A readable, filesystem-safe name: `diffusion.lam=0.25` -> `lam0.25`."""
+    """The point's `_name`, or a readable, filesystem-safe name from its fields:
+    `diffusion.lam=0.25` -> `lam0.25`."""
+    if "_name" in point:
+        return str(point["_name"])
     parts = []
     for field, value in point.items():
         short = field.split(".")[-1]
@@ -45,14 +48,15 @@ def _override(field: str, value) -> str:
 def expand(config_arg: str, workdir: str, extra: list[str]) -> list[dict]:
     """The runs of the sweep: name, workdir, field overrides and vfjax.main arguments."""
     path, _, arg = config_arg.partition(":")
-    points = vfc.load_sweep(path, arg or None)
+    points = experiments.load_sweep(path, arg or None)
     runs = []
     for point in points:
         name = run_name(point)
-        run_dir = os.path.join(workdir, name)
+        fields = {f: v for f, v in point.items() if f != "_name"}
+        run_dir = str(fileio.join(workdir, name))
         args = [f"--config={config_arg}", f"--workdir={run_dir}"]
-        args += [_override(f, v) for f, v in point.items()] + list(extra)
-        runs.append({"name": name, "workdir": run_dir, "fields": point, "args": args})
+        args += [_override(f, v) for f, v in fields.items()] + list(extra)
+        runs.append({"name": name, "workdir": run_dir, "fields": fields, "args": args})
     names = [r["name"] for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"sweep points with the same name: {names}")
@@ -84,22 +88,17 @@ def summary(runs: list[dict]) -> str:
     rows = [header]
     for r in runs:
         row = [r["name"], "-", "-", "-", "-", "-"]
-        path = os.path.join(r["workdir"], "metrics.jsonl")
-        if os.path.exists(path):
-            with open(path) as f:
-                lines = [json.loads(line) for line in f if line.strip()]
-            if lines:
-                last = lines[-1]
-                row[1:5] = [str(last["step"])] + [
-                    f"{last[k]:.4f}" if k in last else "-"
-                    for k in ("loss", "loss_key", "loss_residual")
-                ]
-        eval_dir = os.path.join(r["workdir"], "eval")
-        if os.path.isdir(eval_dir):
-            results = sorted(f for f in os.listdir(eval_dir) if f.endswith(".json"))
-            if results:
-                with open(os.path.join(eval_dir, results[-1])) as f:
-                    row[5] = f"{json.load(f)['fvd']:.1f}"
+        lines = writers.read_metrics(fileio.join(r["workdir"], "metrics.jsonl"))
+        if lines:
+            last = lines[-1]
+            row[1:5] = [str(last["step"])] + [
+                f"{last[k]:.4f}" if k in last else "-"
+                for k in ("loss", "loss_key", "loss_residual")
+            ]
+        eval_dir = fileio.join(r["workdir"], "eval")
+        results = sorted(eval_dir.glob("*.json")) if eval_dir.is_dir() else []
+        if results:
+            row[5] = f"{fileio.read_json(results[-1])['fvd']:.1f}"
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(

@@ -111,9 +111,14 @@ def test_long_class_conditional_video_keeps_content_and_changes_motion(trained):
     def long_video(seed, residual_seed):
         fields = {"sampling.num_frames": 16, "sampling.seed": seed, "sampling.label": 2}
         fields.update({"sampling.residual_seed": residual_seed, "sampling.guidance_scale": 3.0})
+        fields["sampling.long_method"] = "shared_base"  # The paper's recipe.
         out = sample.sample(tiny(**CLASS, **fields), trained)
         assert out["clips"] == 4 and out["num_frames"] == 16
-        assert 0 < out["coherence"]["boundary_to_within_ratio"]
+        measures = out["long_video"]
+        assert measures["clip_starts"] == [4, 8, 12]
+        assert 0 < measures["boundary_to_within_ratio"]
+        # Every clip's key frame is the same image: three repeats per video.
+        assert measures["repeated_frames"] >= 3 * out["num_videos"]
         return np.load(out["paths"][0][: -len(".gif")] + ".npy").astype(np.float32)
 
     a, b, c = long_video(0, 1), long_video(0, 2), long_video(5, 1)

@@ -84,11 +84,32 @@ def test_real_synthetic_clips_have_a_ratio_near_one():
     assert 0.9 < ratio < 1.1, ratio
 
 
-def test_key_frames_of_clips_and_bad_input():
-    assert consistency.key_frames_of(16, 8, 4) == [4, 12]
-    assert consistency.key_frames_of(20, 8, 4) == [4, 12]
-    assert consistency.key_frames_of(14, 8, 7) == [7]
+def test_bad_input():
     with pytest.raises(ValueError, match="need videos"):
         consistency.video_stats(np.zeros((2, 1, 4, 4, 1)))
     with pytest.raises(ValueError, match="touches no key frame"):
         consistency.key_frame_jump_ratio(consistency.video_stats(np.zeros((1, 2, 2, 2, 1))), 1)
+
+
+def test_long_video_measures_on_constructed_videos():
+    # Frames step by 0.01, with a jump of 0.05 where clips 2 and 3 begin (frames 4 and 8).
+    steps = np.full(11, 0.01)
+    steps[[3, 7]] = 0.05
+    values = np.concatenate([[0.0], np.cumsum(steps)]).astype(np.float32)
+    videos = np.broadcast_to(values[None, :, None, None, None], (2, 12, 3, 3, 1)).copy()
+    stats = consistency.video_stats(videos)
+    assert consistency.boundary_ratio(stats, [4, 8]) == pytest.approx(5.0, rel=1e-4)
+    assert consistency.repeated_frames(videos) == 0
+    # Clips that repeat a frame exactly (the paper's recipe: every clip's key frame) are
+    # counted, once per repeat.
+    videos[:, 6] = videos[:, 2]
+    videos[:, 10] = videos[:, 2]
+    assert consistency.repeated_frames(videos) == 2 * 2
+    # Frames a clip apart: |i - j| >= 4 over the 12 frames, by hand.
+    ramp = np.arange(12, dtype=np.float32)[None, :, None, None, None] * 0.1
+    pairs = [(i, j) for i in range(12) for j in range(i + 4, 12)]
+    expected = np.mean([0.1 * (j - i) for i, j in pairs])
+    assert consistency.far_frame_distance(ramp, 4) == pytest.approx(expected, rel=1e-5)
+    report = consistency.long_video_report(ramp, 2 * ramp, [4, 8], 4)
+    assert report["content_consistency"] == pytest.approx(2.0, rel=1e-4)
+    assert report["repeated_frames"] == 0 and report["clip_starts"] == [4, 8]

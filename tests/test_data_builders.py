@@ -190,9 +190,7 @@ def test_bad_input_is_a_one_line_error_before_any_work(case, tmp_path):
 
 def test_loading_an_unprepared_data_set_says_how_to_prepare(tmp_path):
     cfg = _config("taichi", tmp_path, tmp_path / "tfds")
-    _one_line_error(
-        lambda: data.create_loader(cfg, global_batch_size=2, seed=0), "vfjax.data prepare"
-    )
+    _one_line_error(lambda: data.create_loader(cfg, global_batch_size=2, seed=0), "--mode=prepare")
 
 
 def test_command_line_prepare_and_stats(tmp_path, capsys):
@@ -204,4 +202,6 @@ def test_command_line_prepare_and_stats(tmp_path, capsys):
     assert "test: 3 videos" in capsys.readouterr().out
     assert cli.main(["prepare", f"--manual_dir={tmp_path / 'none'}", *args]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "does not exist" in err and "\n" not in err
+    assert err.startswith("vfjax: error:") and "does not exist" in err and "\n" not in err
+    assert cli.main(["prepare", "--name=kinetics"]) == 2  # Not a data set: refused in a line.
+    assert "kinetics" in capsys.readouterr().err

@@ -219,3 +219,34 @@ def test_unknown_split_lists_available_ones(folder_config):
     cfg.split = "train+validation"
     with pytest.raises(ValueError, match="available splits: train"):
         data.create_loader(cfg, global_batch_size=2, seed=0)
+
+
+def test_random_clip_sampling_is_uniform_over_all_windows(folder_config):
+    """'random_clip' makes each window of each video an element: a long video gives as many
+    clips as it has windows (one element per window, each once per epoch), where
+    'random_window' gives one clip per video."""
+    videos = [{"video": np.arange(n)[:, None, None, None], "label": 0} for n in (3, 10, 1)]
+    windows = clips.WindowSource(videos, np.array([3, 10, 1]), span=3)
+    # 1 window of a 3-frame video, 8 of a 10-frame one, 1 (padded) of a 1-frame one.
+    assert len(windows) == 10
+    starts = [(int(windows[i]["video"][0, 0, 0, 0]), windows[i]["start"]) for i in range(10)]
+    assert starts == [(0, 0)] + [(0, s) for s in range(8)] + [(0, 0)]
+    sampler = clips.ClipSampler(num_frames=3, stride=1, resolution=1, channels=1)
+    clip = sampler(
+        {**windows[6], "video": np.arange(10, dtype=np.uint8)[:, None, None, None]},
+        np.random.default_rng(0),
+    )
+    np.testing.assert_array_equal(clip["video"][:, 0, 0, 0], [5, 6, 7])
+
+    # Through the pipeline: a prepared set of 10 videos of 24 frames and one of 6 (min 4).
+    cfg = folder_config.copy_and_resolve_references()
+    cfg.clip_sampling = "random_clip"
+    videos = pipeline._plan(pipeline.config_lib.with_defaults(folder_config)).source
+    source = pipeline._plan(pipeline.config_lib.with_defaults(cfg)).source
+    # 10 videos x (24 - 8 + 1) windows, and the short video's single padded window.
+    assert len(videos) == 11 and len(source) == 10 * 17 + 1
+    (batch,) = _take(data.create_loader(cfg, global_batch_size=11, seed=0), 1)
+    assert batch["video"].shape == (11, 8, 32, 32, 3)
+    cfg.clip_sampling = "every_frame"
+    with pytest.raises(ValueError, match="clip_sampling"):
+        data.create_loader(cfg, global_batch_size=11, seed=0)

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vfjax import weights as weights_lib
 from vfjax.evaluation import i3d as i3d_lib
-from vfjax.evaluation import weights as weights_lib
 from vfjax.evaluation.features import extract_features
 
 # Jitted on the parameters, not the FeatureNetwork, so every loaded copy of the weights shares

@@ -121,6 +121,16 @@ def test_describe_records_the_protocol():
         checkpoint_step=1000,
     )
     assert record["stride"] == 4 and record["split"] == "train"
+    record = protocols.describe(
+        protocols.get_protocol("stylegan_v"),
+        dataset="ucf101",
+        networks=[network],
+        seed=7,
+        checkpoint_step=1000,
+        training_split="train+test",
+    )
+    # Real clips come from the data the run trained on, and the record says which.
+    assert record["split"] == record["training_split"] == "train+test"
     assert record["feature_networks"] == [
         {"name": "i3d-kinetics-400", "weights": [{"file": "w.ckpt", "sha256": "ab" * 32}]}
     ]
@@ -128,3 +138,29 @@ def test_describe_records_the_protocol():
         assert key in record
     assert record["checkpoint_step"] == 1000
     json.dumps(record)  # A result file can hold it as is.
+
+
+def test_every_protocol_field_is_used_by_the_evaluation():
+    """A field the result records must be one the evaluation acts on: each is read in
+    evaluate.py (directly or through the protocol's own helpers), or is the protocol's name or
+    its comparability, which only describe it."""
+    import ast
+    import dataclasses
+    import inspect
+
+    from vfjax.evaluation import evaluate
+
+    tree = ast.parse(inspect.getsource(evaluate))
+    read = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("protocol", "preset")
+    }
+    helpers = {"stride_for": {"stride", "stride_overrides"}, "split_for": {"split"}}
+    for name, fields in helpers.items():
+        if name in read:
+            read |= fields
+    for field in dataclasses.fields(protocols.EvalProtocol):
+        assert field.name in read | {"name", "comparable"}, f"{field.name} is recorded, not used"

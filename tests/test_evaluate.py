@@ -35,7 +35,7 @@ def _eval_config(tmp_path, **fields):
 
 def test_evaluate_writes_every_protocol_field(trained, tmp_path):
     result = evaluate.evaluate(_eval_config(tmp_path), trained)
-    path = os.path.join(trained, "eval", "tats_40.json")
+    path = os.path.join(trained, "eval", "cpu_40.json")
     with open(path) as f:
         saved = json.load(f)
     assert saved == json.loads(json.dumps(result))
@@ -54,18 +54,30 @@ def test_evaluate_writes_every_protocol_field(trained, tmp_path):
         "seed",
         "checkpoint_step",
         "feature_networks",
+        "real_clip_sampling",
+        "training_split",
+        "comparable_with_published",
     ):
         assert field in saved, field
-    assert saved["protocol"] == "tats" and saved["checkpoint_step"] == 40
+    # The default's CPU-sized protocol, marked as not comparable with published numbers.
+    assert saved["protocol"] == "cpu" and saved["checkpoint_step"] == 40
+    assert saved["comparable_with_published"] is False
+    assert saved["split"] == saved["training_split"] == "train"
     assert saved["sampler"]["condition"] == "labels cycled 0..K-1"
-    assert saved["num_generated"] == 3 and saved["num_frames"] == 16 and saved["resolution"] == 224
-    assert saved["generated_clips_per_video"] == 4  # 4-frame clips sharing their base noise
+    assert saved["num_generated"] == 3 and saved["num_frames"] == 9 and saved["resolution"] == 224
+    # 9 frames from 4-frame clips, each new clip holding 3 (up to its key frame): 6 clips.
+    assert saved["generated_clips_per_video"] == 6 and saved["long_method"] == "continue"
     (net,) = saved["feature_networks"]
     assert net["name"].startswith("i3d") and len(net["weights"][0]["sha256"]) == 64
     assert np.isfinite(saved["fvd"]) and saved["fvd"] > 0 and np.isfinite(saved["kvd"])
-    assert "is_skipped" in saved  # IS needs the UCF101 classifier
-    assert os.path.getsize(os.path.join(trained, "eval", "tats_40.gif")) > 0
+    assert os.path.getsize(os.path.join(trained, "eval", "cpu_40.gif")) > 0
     assert not saved["real_features_cached"]
+    # Frame consistency of the generated videos beside the real ones (at the one key frame the
+    # base generator drew: the later clips hold theirs).
+    measures = saved["consistency"]
+    assert measures["generated"]["key_frames"] == measures["real"]["key_frames"] == [2]
+    assert measures["generated"]["num_videos"] == 3 and measures["real"]["num_videos"] == 3
+    assert len(measures["generated"]["adjacent_frame_difference"]) == 8
 
     # The real side is cached per data set and protocol: asked again, it is read back.
     config = run_setup.prepare_config(_eval_config(tmp_path))
@@ -78,5 +90,8 @@ def test_evaluate_writes_every_protocol_field(trained, tmp_path):
 def test_evaluate_refuses_unknown_protocol_and_missing_checkpoint(tmp_path, trained):
     with pytest.raises(ValueError, match="Unknown evaluation protocol"):
         evaluate.evaluate(_eval_config(tmp_path, **{"eval.protocol": "fvd9000"}), trained)
+    # TATS compares 128x128 clips; this run makes 16x16 ones.
+    with pytest.raises(ValueError, match="compares 128x128 clips"):
+        evaluate.evaluate(_eval_config(tmp_path, **{"eval.protocol": "tats"}), trained)
     with pytest.raises(FileNotFoundError, match="No checkpoint"):
         evaluate.evaluate(_eval_config(tmp_path), str(tmp_path / "empty"))

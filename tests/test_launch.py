@@ -79,12 +79,13 @@ def test_sweep_dry_run_prints_one_command_per_point(tmp_path):
     result = _sweep(f"--workdir={tmp_path}", "--dry-run", "--", "--config.total_steps=10")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
-    assert len(lines) == 4  # lambda 0.25, 0.5, 0.75 and the VDM baseline
+    assert len(lines) == 5  # lambda 0, 0.25, 0.5, 0.75 inside VideoFusion, and the VDM baseline
     workdirs = [line.split("--workdir=")[1].split()[0] for line in lines]
-    assert len(set(workdirs)) == 4 and all(w.startswith(str(tmp_path)) for w in workdirs)
+    assert len(set(workdirs)) == 5 and all(w.startswith(str(tmp_path)) for w in workdirs)
     assert all("vfjax.main" in line and "--config.total_steps=10" in line for line in lines)
-    assert sum("--config.diffusion.lam=" in line for line in lines) == 3
-    assert sum("--config.model.kind=vdm" in line for line in lines) == 1
+    assert sum("--config.diffusion.lam=" in line for line in lines) == 4
+    (vdm,) = [line for line in lines if "--config.model.kind=vdm" in line]
+    assert "vdm_matched" in vdm and "--config.model.residual.channels=" in vdm
     assert not os.listdir(tmp_path)  # A dry run starts nothing.
 
 

@@ -145,7 +145,7 @@ def bench_sampling(config, setup: state_lib.Setup, batch: int) -> dict:
     cond = None
     if config.data.cond == "class":
         cond = {"label": np.zeros((batch,), np.int32)}
-    args = (state.ema, jax.random.key(0), jax.random.key(1), cond)
+    args = (state.ema, jax.random.key(0), jax.random.key(1), cond, None)
     flops = flops_lib.model_flops(
         functools.partial(
             steps.sample_videos, setup=setup, config=config, num_videos=batch, num_clips=1
@@ -173,7 +173,7 @@ def bench_sampling(config, setup: state_lib.Setup, batch: int) -> dict:
 
 
 def run(config, num_steps: int, warmup: int, sample: bool, sample_batch: int) -> dict:
-    config, setup = run_setup.setup_run(config, None)
+    config, setup = run_setup.setup_run(config, None, with_data=False)
     device = jax.local_devices()[0]
     counts = {k: int(v) for k, v in run_setup.param_counts(setup).items()}
     result = {

@@ -21,6 +21,8 @@ from vfjax.models.unet3d import UNet3DConfig
 from vfjax.models.videofusion import MODEL_KINDS
 
 VARIANTS = ("vdm", "image", "class", "runlocal")
+LONG_METHODS = ("continue", "shared_base")  # See vfjax/long_video.py.
+LONG_BASES = ("new", "shared")
 
 
 # Fields of the generators' dataclasses that the model builder sets from elsewhere in the config.
@@ -82,6 +84,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.diffusion.cond_drop_rate = 0.1  # Condition dropped (for guidance) when conditioned.
     # The key frame's share of the loss; None: every frame 1 / N.
     c.diffusion.key_frame_weight = config_dict.placeholder(float)
+    # The base generator learns from the key frame only (the method's rule); False: from every
+    # frame (the paper's ablation of the rule).
+    c.diffusion.base_stop_gradient = True
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "videofusion"  # 'videofusion', 'vdm' or 'image'.
@@ -116,7 +121,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling.use_ema = True  # Sample with the EMA parameters (False: the raw ones).
     c.sampling.num_videos = 8  # Per preview / per sample run.
     c.sampling.batch_size = 8  # Videos per compiled sampling call (sample mode).
-    c.sampling.num_frames = 0  # Sample mode: > clip length makes a long video (shared base).
+    c.sampling.num_frames = 0  # Sample mode: > clip length makes a long video.
+    # How a long video is made (vfjax/long_video.py): 'continue' (clip after clip, each holding
+    # the last `long_overlap` frames so far; 0: up to the key frame) or 'shared_base' (the
+    # paper's recipe: all clips at once with one base noise).
+    c.sampling.long_method = "continue"
+    c.sampling.long_overlap = 0
+    c.sampling.long_base = "new"  # 'continue': each clip's own base noise, or 'shared'.
     c.sampling.fps = 8
     c.sampling.seed = 0
     c.sampling.residual_seed = config_dict.placeholder(int)  # None: derived from `seed`.
@@ -133,7 +144,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.init.base_checkpoint = ""  # A vfjax workdir or checkpoint directory of an image run.
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.protocol = "tats"
+    c.eval.protocol = "stylegan_v"  # Follows the run's resolution; configs at 128 use "tats".
     c.eval.num_generated = 0  # 0: the protocol's count.
     c.eval.num_real = 0
     c.eval.batch_size = 16
@@ -148,45 +159,16 @@ def base_config() -> ml_collections.ConfigDict:
 
 def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
     """`get_config(arg)` of the config file at `path` (as `--config=path:arg` does)."""
-    return _load_module(path).get_config(arg)
+    return load_module(path).get_config(arg)
 
 
-def _load_module(path: str):
+def load_module(path: str):
     spec = importlib.util.spec_from_file_location(f"vfjax_config_{abs(hash(path))}", path)
     if spec is None or not os.path.exists(path):
         raise FileNotFoundError(f"No config file at {path!r}.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def sweep_product(axes: dict[str, list]) -> list[dict]:
-    """Every combination of the field values in `axes`: `{'a': [1, 2], 'b': [3]}` gives
-    `[{'a': 1, 'b': 3}, {'a': 2, 'b': 3}]`."""
-    points = [{}]
-    for field, values in axes.items():
-        points = [{**p, field: v} for p in points for v in values]
-    return points
-
-
-def sweep_zip(axes: dict[str, list]) -> list[dict]:
-    """Field values taken together, position by position: `{'a': [1, 2], 'b': [3, 4]}` gives
-    `[{'a': 1, 'b': 3}, {'a': 2, 'b': 4}]`."""
-    lengths = {len(v) for v in axes.values()}
-    if len(lengths) > 1:
-        raise ValueError(f"sweep_zip needs value lists of one length, got {sorted(lengths)}.")
-    return [dict(zip(axes, values, strict=True)) for values in zip(*axes.values(), strict=True)]
-
-
-def load_sweep(path: str, arg: str | None = None) -> list[dict]:
-    """`get_sweep(arg)` of the config file at `path`: a list of field overrides per run."""
-    module = _load_module(path)
-    if not hasattr(module, "get_sweep"):
-        raise ValueError(f"{path} has no get_sweep(); it is not a sweep config.")
-    points = module.get_sweep(arg)
-    if not points or not all(isinstance(p, dict) for p in points):
-        raise ValueError(f"get_sweep() of {path} must return a non-empty list of dicts.")
-    return points
 
 
 def parse_arg(arg: str | None) -> tuple[set[str], dict[str, str]]:
@@ -264,9 +246,13 @@ def _set_field(c: ml_collections.ConfigDict, dotted: str, value: str) -> None:
         node[leaf] = value
 
 
-def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
-    """Refuses a bad config (or workdir) with a one-line ValueError, before any long work."""
-    data_config_lib.validate(c.data)
+def validate(
+    c: ml_collections.ConfigDict, workdir: str | None = None, with_data: bool = True
+) -> None:
+    """Refuses a bad config (or workdir) with a one-line ValueError, before any long work.
+    `with_data=False` leaves out the data set's own checks (a benchmark's synthetic batches)."""
+    if with_data:
+        data_config_lib.validate(c.data)
     if c.model.kind not in MODEL_KINDS:
         raise ValueError(f"Unknown model.kind {c.model.kind!r}; choose one of {MODEL_KINDS}.")
     lam = c.diffusion.lam
@@ -304,6 +290,19 @@ def validate(c: ml_collections.ConfigDict, workdir: str | None = None) -> None:
     if c.optim.schedule not in ("constant", "cosine"):
         raise ValueError(
             f"optim.schedule must be 'constant' or 'cosine', got {c.optim.schedule!r}."
+        )
+    if c.sampling.long_method not in LONG_METHODS:
+        raise ValueError(
+            f"sampling.long_method must be one of {LONG_METHODS}, got {c.sampling.long_method!r}."
+        )
+    if c.sampling.long_base not in LONG_BASES:
+        raise ValueError(
+            f"sampling.long_base must be one of {LONG_BASES}, got {c.sampling.long_base!r}."
+        )
+    if not 0 <= c.sampling.long_overlap < c.data.num_frames:
+        raise ValueError(
+            f"sampling.long_overlap must be in [0, {c.data.num_frames - 1}] (0: up to the key "
+            f"frame), got {c.sampling.long_overlap}."
         )
     if not 0.0 <= c.optim.ema_decay < 1.0:
         raise ValueError(f"optim.ema_decay must lie in [0, 1), got {c.optim.ema_decay}.")

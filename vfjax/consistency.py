@@ -81,15 +81,6 @@ def frame_intensity(stats: dict) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(var)
 
 
-def key_frames_of(num_frames: int, clip_frames: int, key_frame: int) -> list[int]:
-    """The key frames of videos of `num_frames` made of clips of `clip_frames` (one per clip)."""
-    return [
-        start + key_frame
-        for start in range(0, num_frames, clip_frames)
-        if start + key_frame < num_frames
-    ]
-
-
 def report(stats: dict, key_frames) -> dict:
     """Every measure of a set of videos, JSON-ready.
 
@@ -133,3 +124,65 @@ def compare(generated: dict, real: dict) -> dict:
 
 def _rounded(values) -> list[float]:
     return [round(float(x), 5) for x in values]
+
+
+# ------------------------------------------------------------------------------ long videos
+
+
+def boundary_ratio(stats: dict, starts: list[int]) -> float:
+    """Mean change across clip boundaries (frame `s - 1` to `s` for every clip start `s`) over
+    the mean change between the other consecutive frames: 1 when clips join as smoothly as
+    frames follow each other inside a clip."""
+    diffs = adjacent_differences(stats)
+    at = np.zeros(diffs.shape[0], bool)
+    at[[s - 1 for s in starts if 0 < s <= diffs.shape[0]]] = True
+    if not at.any() or at.all():
+        raise ValueError("need clip boundaries and frame pairs between them")
+    return float(diffs[at].mean() / max(float(diffs[~at].mean()), 1e-12))
+
+
+def repeated_frames(videos: np.ndarray) -> int:
+    """Frames (over all videos) exactly equal to an earlier frame of the same video."""
+    count = 0
+    for video in np.asarray(videos):
+        seen = set()
+        for frame in video:
+            key = np.ascontiguousarray(frame).tobytes()
+            count += key in seen
+            seen.add(key)
+    return count
+
+
+def far_frame_distance(videos: np.ndarray, clip_frames: int) -> float:
+    """Mean absolute difference between frames at least a clip apart: how much the content of a
+    video changes over its length (lower: frames more alike)."""
+    v = np.asarray(videos, np.float32)
+    n = v.shape[1]
+    pairs = [(i, j) for i in range(n) for j in range(i + clip_frames, n)]
+    if not pairs:
+        raise ValueError(f"videos of {n} frames have no frames {clip_frames} apart")
+    return float(np.mean([np.abs(v[:, i] - v[:, j]).mean() for i, j in pairs]))
+
+
+def long_video_report(
+    videos: np.ndarray, independent: np.ndarray, starts: list[int], clip_frames: int
+) -> dict:
+    """The measures written beside a long video: how its clips join, whether frames repeat, and
+    how alike its content stays, against as many clips drawn with independent base noises
+    (`content_consistency` > 1: more alike than independent clips)."""
+    stats = video_stats(videos)
+    far, far_independent = (
+        far_frame_distance(videos, clip_frames),
+        far_frame_distance(independent, clip_frames),
+    )
+    return {
+        "num_videos": int(np.asarray(videos).shape[0]),
+        "num_frames": int(np.asarray(videos).shape[1]),
+        "clip_starts": [int(s) for s in starts],
+        "boundary_to_within_ratio": round(boundary_ratio(stats, starts), 4),
+        "repeated_frames": repeated_frames(videos),
+        "far_frame_distance": round(far, 5),
+        "independent_far_frame_distance": round(far_independent, 5),
+        "content_consistency": round(far_independent / max(far, 1e-12), 4),
+        "adjacent_frame_difference": _rounded(adjacent_differences(stats)),
+    }

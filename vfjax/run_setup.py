@@ -16,10 +16,16 @@ from vfjax import state as state_lib
 from vfjax.models import videofusion
 
 
-def prepare_config(config):
+def prepare_config(config, with_data: bool = True):
     """Fills fields that come from the data set (class count, caption-embedding width) and
-    checks the result."""
+    checks the result. Without data (a benchmark of synthetic batches), those fields must be
+    set in the config."""
     config = config.copy_and_resolve_references()
+    if not with_data:
+        needs = {"class": "model.num_classes", "text": "model.text_dim"}.get(config.data.cond)
+        if needs and not config.model[needs.split(".")[1]]:
+            raise ValueError(f"data.cond={config.data.cond!r} without a data set needs {needs}.")
+        return config
     if config.data.cond == "class" and not config.model.num_classes:
         info = data_lib.data_info(config.data)
         if not info.get("num_classes"):
@@ -41,10 +47,13 @@ def prepare_config(config):
     return config
 
 
-def setup_run(config, workdir):
-    """Checks the config and workdir, builds the mesh and the abstract state (cheap)."""
-    config_lib.validate(config, workdir)
-    config = prepare_config(config)
+def setup_run(config, workdir, with_data: bool = True):
+    """Checks the config and workdir, builds the mesh and the abstract state (cheap).
+
+    `with_data=False` (the benchmark, fed synthetic batches) skips what concerns the data set.
+    """
+    config_lib.validate(config, workdir, with_data)
+    config = prepare_config(config, with_data)
     mesh = sharding_lib.make_mesh(config.mesh)
     sharding_lib.check_batch(config.batch_size, mesh)
     setup = state_lib.build_setup(config, mesh)

@@ -1,18 +1,17 @@
 """`--mode=sample`: videos from a checkpoint's EMA parameters, long videos included.
 
-With `sampling.num_frames` larger than the clip length, each video is made of
-`ceil(num_frames / N)` clips that share one base noise while their residual noise differs (the
-paper's long-video recipe), and a coherence measure across clip boundaries is written beside the
-videos.
+Beside the videos (`samples/sample_*.gif|mp4|npy`), a JSON holds their frame-consistency
+measures against as many real clips; with `sampling.num_frames` larger than the clip length, the
+videos are long videos (`vfjax.long_video`) and the JSON also holds how their clips join, whether
+frames repeat, and how alike their content stays.
 """
 
 import logging
-import math
 
 import jax
 import numpy as np
 
-from vfjax import consistency, distributed, fileio, run_setup, samples, steps
+from vfjax import consistency, distributed, fileio, long_video, run_setup, samples
 from vfjax import data as data_lib
 from vfjax.data import text
 from vfjax.diffusion import decomposed
@@ -26,8 +25,9 @@ def _labels(config, start: int, batch: int) -> np.ndarray:
 
 
 def sample(config, workdir: str) -> dict:
-    """Writes `sampling.num_videos` videos (and, for long videos, their coherence) to
-    `workdir/samples/`; returns the paths and measures."""
+    """Writes `sampling.num_videos` videos and their measures to `workdir/samples/`; returns
+    the paths and measures. With `sampling.num_frames` larger than the clip, the videos are
+    long videos made by `sampling.long_method` (`vfjax.long_video`)."""
     config, setup = run_setup.setup_run(config, workdir)
     prompts = [p.strip() for p in config.sampling.prompts.split(";") if p.strip()]
     if config.data.cond == "text" and not prompts:
@@ -36,49 +36,71 @@ def sample(config, workdir: str) -> dict:
     embeddings = text.encode_prompts(config.data, prompts) if prompts else None
     clip = config.data.num_frames
     total = config.sampling.num_frames or clip
-    num_clips = math.ceil(total / clip)
+    long = total > clip
     batch = min(config.sampling.batch_size, config.sampling.num_videos)
-    sampler = steps.make_sampler(config, setup, batch, num_clips)
+    sampler = long_video.make_long_sampler(config, setup, batch, total)
+    reference = long_video.independent_clips(config, setup, batch, total) if long else None
     seed = config.sampling.seed
     residual_seed = config.sampling.residual_seed
     residual_seed = seed + 1 if residual_seed is None else residual_seed
 
-    videos = []
+    videos, independent = [], []
     for start in range(0, config.sampling.num_videos, batch):
-        base_rng = jax.random.fold_in(jax.random.key(seed), start)
-        residual_rng = jax.random.fold_in(jax.random.key(residual_seed), start)
+        keys = (
+            jax.random.fold_in(jax.random.key(seed), start),
+            jax.random.fold_in(jax.random.key(residual_seed), start),
+        )
         cond = None
         if config.data.cond == "class":
             cond = {"label": _labels(config, start, batch)}
         elif config.data.cond == "text":
             rows = np.arange(start, start + batch) % len(prompts)
             cond = {"text": np.asarray(embeddings[rows])}
-        out = sampler(ema, base_rng, residual_rng, cond)
-        videos.append(distributed.to_host(out)[:, :total])
+        videos.append(distributed.to_host(sampler(ema, *keys, cond)))
+        if reference is not None:
+            independent.append(distributed.to_host(reference(ema, *keys, cond)))
         logging.info("Sampled %d / %d videos", start + batch, config.sampling.num_videos)
     videos = np.concatenate(videos)[: config.sampling.num_videos]
 
-    result = {"step": step, "num_videos": len(videos), "num_frames": total, "clips": num_clips}
+    result = {"step": step, "num_videos": len(videos), "num_frames": total}
+    if long:
+        result["long_method"] = config.sampling.long_method
+        result["clips"] = long_video.num_clips(config, total)
     if prompts:
         result["prompts"] = [prompts[i % len(prompts)] for i in range(len(videos))]
     if distributed.is_main():
-        s = config.sampling
-        # Every setting that changes the videos is in the name: no run overwrites another's.
-        name = f"sample_{step:07d}_{total}f_seed{seed}-{residual_seed}_{s.num_steps}steps"
-        name += f"_eta{s.eta:g}" + (f"_w{s.guidance_scale:g}" if config.data.cond != "none" else "")
-        name += "" if s.clip_x0 else "_noclip"
-        if config.data.cond == "class":
-            name += f"_label{s.label}" if s.label >= 0 else "_labels"
-        stem = fileio.join(workdir, "samples", name)
+        stem = fileio.join(workdir, "samples", _name(config, step, total, seed, residual_seed))
         result["paths"] = samples.write_samples(stem, videos, fps=config.sampling.fps)
         fileio.save_npy(f"{stem}.npy", videos.astype(np.float16))
-        if num_clips > 1:
-            result["coherence"] = samples.clip_boundary_coherence(videos, clip)
+        if long:
+            result["long_video"] = consistency.long_video_report(
+                videos,
+                np.concatenate(independent)[: len(videos)],
+                long_video.clip_starts(config, total),
+                clip,
+            )
         result["consistency"] = frame_consistency(config, videos)
         fileio.write_json(f"{stem}.json", result)
         logging.info("Wrote %s", ", ".join(result["paths"]))
         _log_consistency(result["consistency"])
     return result
+
+
+def _name(config, step: int, total: int, seed: int, residual_seed: int) -> str:
+    """Every setting that changes the videos is in the name: no run overwrites another's."""
+    s = config.sampling
+    name = f"sample_{step:07d}_{total}f_seed{seed}-{residual_seed}_{s.num_steps}steps"
+    name += f"_eta{s.eta:g}" + (f"_w{s.guidance_scale:g}" if config.data.cond != "none" else "")
+    name += "" if s.clip_x0 else "_noclip"
+    if not s.use_ema:
+        name += "_raw"
+    if total > config.data.num_frames:
+        name += f"_{s.long_method}"
+        if s.long_method == "continue":
+            name += f"{long_video.overlap_of(config)}_{s.long_base}base"
+    if config.data.cond == "class":
+        name += f"_label{s.label}" if s.label >= 0 else "_labels"
+    return name
 
 
 def real_clips(config, count: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Writing sampled videos (GIF with imageio, MP4 with PyAV) and measuring long-video coherence."""
+"""Writing sampled videos: a grid of them as GIF (imageio) and MP4 (PyAV)."""
 
 import math
 
@@ -54,23 +54,3 @@ def write_samples(path_stem, videos: np.ndarray, fps: int = 8, scale: int = 0) -
     with fileio.local_file_for_writing(mp4) as local:
         video_io.write_video(local, even, fps=fps)
     return [gif, mp4]
-
-
-def clip_boundary_coherence(video: np.ndarray, clip_length: int) -> dict[str, float]:
-    """How smoothly a long video `[B, T, H, W, C]` made of clips of `clip_length` frames flows.
-
-    Returns the mean absolute frame-to-frame difference across clip boundaries and within clips,
-    and their ratio (1 means boundaries are as smooth as the clips themselves).
-    """
-    video = np.asarray(video, np.float32)
-    diffs = np.abs(np.diff(video, axis=1)).mean(axis=(0, 2, 3, 4))  # [T - 1]
-    boundary = np.zeros_like(diffs, dtype=bool)
-    boundary[clip_length - 1 :: clip_length] = True
-    if not boundary.any() or boundary.all():
-        raise ValueError("need at least two clips of two frames or more to compare boundaries")
-    at, within = float(diffs[boundary].mean()), float(diffs[~boundary].mean())
-    return {
-        "boundary_frame_diff": at,
-        "within_clip_frame_diff": within,
-        "boundary_to_within_ratio": at / max(within, 1e-12),
-    }

@@ -9,7 +9,7 @@ import math
 
 import jax
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp")
@@ -87,48 +87,46 @@ def logical_spec(axes, shape, mesh: jax.sharding.Mesh, rules=LOGICAL_RULES) -> P
     return PartitionSpec(*spec)
 
 
-def param_specs(abstract_params: nnx.State, mesh: jax.sharding.Mesh) -> dict:
-    """PartitionSpecs (a pure dict like the parameters) from each parameter's logical axes."""
+def param_shardings(abstract_params: nnx.State, mesh: jax.sharding.Mesh) -> dict:
+    """NamedShardings (a pure dict like the parameters) from each parameter's logical axes."""
 
-    def spec(v):
-        return v.replace(logical_spec(v.get_metadata().get("logical_axes"), v.value.shape, mesh))
+    def sharding(v):
+        spec = logical_spec(v.get_metadata().get("logical_axes"), v.shape, mesh)
+        return v.replace(NamedSharding(mesh, spec))
 
-    specs = jax.tree.map(spec, abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable))
-    return nnx.to_pure_dict(specs)
+    shardings = jax.tree.map(
+        sharding, abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+    return nnx.to_pure_dict(shardings)
 
 
-def like_params(tree, param_shapes: dict, param_spec_tree: dict, mesh: jax.sharding.Mesh):
-    """Shardings for any tree holding parameter-shaped leaves (optimizer moments, EMA).
+def like_params(tree, params: dict, shardings: dict, mesh: jax.sharding.Mesh):
+    """Shardings of a tree holding parameter-shaped leaves (the optimizer's moments): a leaf
+    whose key path ends with a parameter's path, and that has its shape, gets that parameter's
+    sharding; anything else (step counters) is replicated.
 
-    A leaf whose key path ends with a parameter's path and has its shape gets that parameter's
-    spec; anything else (step counters, scalars) is replicated.
+    Hand-written because `optax.tree_utils.tree_map_params` initialises the optimizer with one
+    placeholder for the whole parameter tree, which `multi_transform`'s per-generator labels
+    (a function of the tree's keys) cannot take.
     """
-    specs = dict(_flatten(param_spec_tree))
-    shapes = {path: tuple(x.shape) for path, x in _flatten(param_shapes)}
+    by_path = {
+        tuple(map(str, path)): (tuple(leaf.shape), shardings_leaf)
+        for (path, leaf), shardings_leaf in zip(
+            traverse_util.flatten_dict(params).items(),
+            traverse_util.flatten_dict(shardings).values(),
+            strict=True,
+        )
+    }
 
     def sharding(path, leaf):
-        keys = tuple(_key(k) for k in path)
+        keys = tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
         for start in range(len(keys)):
-            tail = keys[start:]
-            if tail in specs and shapes[tail] == tuple(np.shape(leaf)):
-                return NamedSharding(mesh, specs[tail])
+            found = by_path.get(keys[start:])
+            if found and found[0] == tuple(np.shape(leaf)):
+                return found[1]
         return NamedSharding(mesh, PartitionSpec())
 
     return jax.tree_util.tree_map_with_path(sharding, tree)
-
-
-def _flatten(tree) -> list:
-    leaves = jax.tree_util.tree_flatten_with_path(
-        tree, is_leaf=lambda x: isinstance(x, PartitionSpec)
-    )[0]
-    return [(tuple(_key(k) for k in path), leaf) for path, leaf in leaves]
-
-
-def _key(k) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
 
 
 def bytes_per_device(tree) -> int:

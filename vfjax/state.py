@@ -37,10 +37,7 @@ def lr_schedule(optim, total_steps: int) -> optax.Schedule:
         return optax.warmup_cosine_decay_schedule(
             0.0, optim.lr, max(warmup, 1), max(total_steps, warmup + 1), end_value=0.0
         )
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, optim.lr, max(warmup, 1)), optax.constant_schedule(optim.lr)],
-        [warmup],
-    )
+    return optax.warmup_constant_schedule(0.0, optim.lr, max(warmup, 1))
 
 
 def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
@@ -79,10 +76,21 @@ def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
     return per_net
 
 
+def keep_residual_optimizer(new_opt_state, old_opt_state):
+    """`new_opt_state` with every leaf of the residual generator's optimizer (those under a
+    `'residual'` key: its transform's moments and step count) taken from `old_opt_state`."""
+
+    def pick(path, new, old):
+        keys = {getattr(k, "key", None) for k in path}
+        return old if "residual" in keys else new
+
+    return jax.tree_util.tree_map_with_path(pick, new_opt_state, old_opt_state)
+
+
 def ema_update(ema: dict, params: dict, step: Array, decay: float) -> dict:
     """EMA with the usual warm-up `min(decay, (1 + step) / (10 + step))`."""
     d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-    return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+    return optax.incremental_update(params, ema, 1.0 - d)
 
 
 @dataclasses.dataclass
@@ -112,9 +120,17 @@ def build_setup(config, mesh: jax.sharding.Mesh) -> Setup:
         return _create_state(abstract_params, tx, rng)
 
     abstract = jax.eval_shape(create, jax.random.key(0))
-    param_shapes = nnx.to_pure_dict(abstract_params)
-    specs = sharding_lib.param_specs(abstract_params, mesh)
-    shardings = sharding_lib.like_params(abstract, param_shapes, specs, mesh)
+    params = sharding_lib.param_shardings(abstract_params, mesh)
+    replicated = sharding_lib.replicated(mesh)
+    shardings = TrainState(
+        step=replicated,
+        params=params,
+        # The optimizer's moments are split like the parameters they follow; its counters are
+        # replicated.
+        opt_state=sharding_lib.like_params(abstract.opt_state, abstract.params, params, mesh),
+        ema=params,
+        rng=replicated,
+    )
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )

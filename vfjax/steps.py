@@ -92,8 +92,8 @@ def train_step(
     """One optimisation step on a global batch: of both generators (`phase='joint'`), or of the
     base generator alone on every frame of the batch as images (`'base_pretrain'`).
 
-    A step whose loss or gradients are not finite leaves the state unchanged and reports
-    `finite = 0`; the training loop stops on it with the last good state intact.
+    A step whose loss or gradients are not finite reports `finite = 0`; the training loop
+    stops on it before it saves anything, so the last checkpoint stays good.
     """
     diffusion = diffusion_from_config(config)
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -108,20 +108,32 @@ def train_step(
         dropout = dropout_rng if uses_dropout else None
         if phase == "base_pretrain":
             return model.image_loss(batch["video"], loss_rng, diffusion, cond, dropout)
-        return model.loss(
-            batch["video"], loss_rng, diffusion, cond, dropout, loss_frame_weights(config)
-        )
+        if config.model.kind == "videofusion":
+            return model.loss(
+                batch["video"],
+                loss_rng,
+                diffusion,
+                cond,
+                dropout,
+                loss_frame_weights(config),
+                config.diffusion.base_stop_gradient,
+            )
+        return model.loss(batch["video"], loss_rng, diffusion, cond, dropout)
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
+    if phase == "base_pretrain":
+        # The residual generator sits out: its optimizer state (moments, step count, schedule)
+        # stays as it was, so it starts the joint phase as a fresh AdamW, warm-up included.
+        opt_state = state_lib.keep_residual_optimizer(opt_state, state.opt_state)
     params = optax.apply_updates(state.params, updates)
     ema = state_lib.ema_update(state.ema, params, state.step, config.optim.ema_decay)
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema)
 
+    # A non-finite step is reported, not undone: the loop checks `finite` before every save and
+    # every log, and stops there, so such a state is never saved.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    new = new.replace(step=state.step + 1)
     metrics = {
         "loss": loss,
         **terms,
@@ -181,13 +193,15 @@ def sample_videos(
     base_rng: Array,
     residual_rng: Array,
     cond: dict | None,
+    known: tuple[Array, Array] | None = None,
     *,
     setup: state_lib.Setup,
     config,
     num_videos: int,
     num_clips: int = 1,
 ) -> Array:
-    """Videos `[num_videos, num_clips * N, H, W, C]` in [-1, 1] from `params` (use the EMA)."""
+    """Videos `[num_videos, num_clips * N, H, W, C]` in [-1, 1] from `params` (use the EMA);
+    `known = (values [num_videos, N, H, W, C], mask [N])` holds frames (`sampling.sample`)."""
     data = config.data
     shape = (num_videos, data.num_frames, data.resolution, data.resolution, data.channels)
     model = state_lib.model_from(setup, params)
@@ -205,13 +219,15 @@ def sample_videos(
         null_cond=null_cond(config, cond),
         guidance_scale=guidance,
         num_clips=num_clips,
+        known=known,
     )
 
 
 def make_sampler(config, setup: state_lib.Setup, batch: int, num_clips: int = 1):
     """The one sampler of training previews, the sample mode, evaluation and the benchmark:
-    `(ema, base_rng, residual_rng, cond) -> videos [batch, num_clips * N, H, W, C]`, jitted with
-    the EMA's shardings and the videos split over the devices when `batch` divides."""
+    `(ema, base_rng, residual_rng, cond[, known]) -> videos [batch, num_clips * N, H, W, C]`,
+    jitted with the EMA's shardings and the videos split over the devices when `batch`
+    divides (one program with `known` frames held, one without)."""
     mesh = setup.mesh
     out = (
         sharding_lib.batch_sharding(mesh)
@@ -221,5 +237,7 @@ def make_sampler(config, setup: state_lib.Setup, batch: int, num_clips: int = 1)
     fn = functools.partial(
         sample_videos, setup=setup, config=config, num_videos=batch, num_clips=num_clips
     )
-    jitted = jax.jit(fn, in_shardings=(setup.shardings.ema, None, None, None), out_shardings=out)
+    jitted = jax.jit(
+        fn, in_shardings=(setup.shardings.ema, None, None, None, None), out_shardings=out
+    )
     return distributed.AlignedJit(jitted, f"sampler {batch}x{num_clips}")

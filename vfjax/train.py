@@ -107,7 +107,8 @@ class Previewer:
         to TensorBoard, and the frame-consistency measures to `samples/step_<step>.json`."""
         seed = self.config.sampling.seed
         params = state.ema if self.config.sampling.use_ema else state.params
-        videos = self._fn(params, jax.random.key(seed), jax.random.key(seed + 1), self.cond(batch))
+        keys = jax.random.key(seed), jax.random.key(seed + 1)
+        videos = self._fn(params, *keys, self.cond(batch), None)
         videos = distributed.to_host(videos)
         if distributed.is_main():
             stem = self.dir / f"step_{step:07d}"

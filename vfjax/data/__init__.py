@@ -6,20 +6,28 @@
     for local_batch in loader:
         batch = make_global_batch(local_batch, batch_sharding)
 
-Prepare a real data set once with `prepare(config.data)` or `python -m vfjax.data prepare`.
+Prepare a real data set once with `prepare(config.data)` (`--mode=prepare`).
+
+The names below are imported when first used: importing `vfjax.data.config` (what a config
+file needs) must not pull in grain and tfds (seconds of imports) with it.
 """
 
-from vfjax.data.config import default_config, validate
-from vfjax.data.pipeline import Loader, create_loader, data_info, make_global_batch
-from vfjax.data.preparation import format_stats, prepare
+import importlib
 
-__all__ = [
-    "Loader",
-    "create_loader",
-    "data_info",
-    "default_config",
-    "format_stats",
-    "make_global_batch",
-    "prepare",
-    "validate",
-]
+_EXPORTS = {
+    "default_config": "vfjax.data.config",
+    "validate": "vfjax.data.config",
+    "Loader": "vfjax.data.pipeline",
+    "create_loader": "vfjax.data.pipeline",
+    "data_info": "vfjax.data.pipeline",
+    "make_global_batch": "vfjax.data.pipeline",
+    "format_stats": "vfjax.data.preparation",
+    "prepare": "vfjax.data.preparation",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vfjax.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,102 +1,112 @@
-"""Command line of the data package.
+"""The data package's command line: statistics, caption embeddings and the input benchmark of a
+data set; and `prepare`, a thin alias of `python -m vfjax.main --mode=prepare` (the one way to
+prepare a data set: both call `vfjax.data.prepare`).
 
-    python -m vfjax.data prepare --name=ucf101 --manual_dir=~/UCF101 --data_dir=~/tfds \\
-        --resolution=64 [--ucf_split=1] [--min_frames=16] [--workers=8]
     python -m vfjax.data stats --name=ucf101 --data_dir=~/tfds --resolution=64
-    python -m vfjax.data bench --name=video_folder --manual_dir=/tmp/vf_videos \\
-        --data_dir=/tmp/vf_tfds --fake_videos=32 --resolution=64 --num_frames=16
     python -m vfjax.data text --name=video_folder --data_dir=~/tfds --resolution=64 \\
         --encoder=minilm [--max_tokens=32]      # (re)embed the captions of a prepared set
+    python -m vfjax.data bench --name=video_folder --manual_dir=/tmp/vf_videos \\
+        --data_dir=/tmp/vf_tfds --fake_videos=32 --resolution=64 --num_frames=16
+    python -m vfjax.data prepare --name=ucf101 --manual_dir=~/UCF101 --data_dir=~/tfds \\
+        --resolution=64        # the same as --mode=prepare with these config.data fields
+
+Flags are the `config.data` fields of the same names (`--workers` is `prepare_workers`,
+`--encoder` `text_encoder`, `--max_tokens` `text_max_tokens`).
 """
 
-import argparse
 import json
 import sys
 
-from absl import logging
+from absl import flags, logging
 
-from vfjax.data import bench, preparation, storage, text
+from vfjax import cli
 from vfjax.data import config as config_lib
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m vfjax.data", description=__doc__.split("\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, summary in (
-        ("prepare", "build a data set from local files and print its statistics"),
-        ("stats", "print the statistics of a prepared data set"),
-        ("bench", "measure the clips/s the input pipeline delivers"),
-        ("text", "embed the stored captions of a prepared data set (text conditioning)"),
-    ):
-        sub = commands.add_parser(name, help=summary)
-        sub.add_argument("--name", required=True, choices=config_lib.DATASET_NAMES)
-        sub.add_argument("--manual_dir", default="")
-        sub.add_argument("--data_dir", default="")
-        sub.add_argument("--resolution", type=int, default=64)
-        sub.add_argument("--store_resolution", type=int, default=0)
-        sub.add_argument("--ucf_split", type=int, default=1)
-        sub.add_argument("--min_frames", type=int, default=0)
-        sub.add_argument("--jpeg_quality", type=int, default=95)
-        sub.add_argument("--workers", type=int, default=0, help="prepare threads (0: all cores)")
-        sub.add_argument("--num_frames", type=int, default=16)
-        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
-        if name in ("prepare", "text"):
-            sub.add_argument("--encoder", default="", help="text encoder: 'minilm' or a folder")
-            sub.add_argument("--max_tokens", type=int, default=32)
-        if name == "bench":
-            sub.add_argument("--stride", type=int, default=1)
-            sub.add_argument("--batch_size", type=int, default=8)
-            sub.add_argument("--batches", type=int, default=20)
-            sub.add_argument("--num_workers", type=int, default=2, help="grain reader threads")
-            sub.add_argument("--prefetch", type=int, default=4)
-            sub.add_argument("--fake_videos", type=int, default=0, help="write N videos first")
-            sub.add_argument("--fake_frames", type=int, default=100)
-            sub.add_argument("--fake_size", default="240x320", help="HEIGHTxWIDTH")
-    return parser
+COMMANDS = ("stats", "text", "bench", "prepare")
 
 
-def _data_config(args):
+def _define(fv: flags.FlagValues) -> None:
+    d = config_lib.default_config()
+    flags.DEFINE_enum("name", None, config_lib.DATASET_NAMES, "Data set.", flag_values=fv)
+    for field in ("manual_dir", "data_dir"):
+        flags.DEFINE_string(field, d[field], f"config.data.{field}", flag_values=fv)
+    for field in ("resolution", "store_resolution", "ucf_split", "min_frames", "num_frames"):
+        flags.DEFINE_integer(field, d[field], f"config.data.{field}", flag_values=fv)
+    flags.DEFINE_integer("stride", d.stride, "config.data.stride", flag_values=fv)
+    flags.DEFINE_integer("jpeg_quality", d.jpeg_quality, "Prepare: JPEG quality.", flag_values=fv)
+    flags.DEFINE_integer("workers", 0, "Prepare: decoding threads (0: all cores).", flag_values=fv)
+    flags.DEFINE_string("encoder", "", "Text encoder: 'minilm' or a folder.", flag_values=fv)
+    flags.DEFINE_integer("max_tokens", d.text_max_tokens, "Tokens per caption.", flag_values=fv)
+    flags.DEFINE_bool("json", False, "Print JSON instead of text.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 8, "Bench: clips per batch.", flag_values=fv)
+    flags.DEFINE_integer("batches", 20, "Bench: timed batches.", flag_values=fv)
+    flags.DEFINE_integer("num_workers", 2, "Bench: grain reader threads.", flag_values=fv)
+    flags.DEFINE_integer("prefetch", 4, "Bench: batches read ahead.", flag_values=fv)
+    flags.DEFINE_integer("fake_videos", 0, "Bench: write N videos first.", flag_values=fv)
+    flags.DEFINE_integer("fake_frames", 100, "Bench: frames per written video.", flag_values=fv)
+    flags.DEFINE_string("fake_size", "240x320", "Bench: HEIGHTxWIDTH of them.", flag_values=fv)
+
+
+def _data_config(command: str, fv: flags.FlagValues):
     cfg = config_lib.default_config()
     for field in ("name", "manual_dir", "data_dir", "resolution", "store_resolution"):
-        cfg[field] = getattr(args, field)
-    cfg.ucf_split, cfg.min_frames, cfg.num_frames = args.ucf_split, args.min_frames, args.num_frames
-    cfg.jpeg_quality, cfg.prepare_workers = args.jpeg_quality, args.workers
-    if args.command == "bench":
-        cfg.stride, cfg.num_workers, cfg.prefetch = args.stride, args.num_workers, args.prefetch
-    if args.command in ("prepare", "text") and (args.encoder or args.command == "text"):
-        cfg.cond, cfg.text_encoder = "text", args.encoder or text.MINILM
-        cfg.text_max_tokens = args.max_tokens
+        cfg[field] = fv[field].value
+    for field in ("ucf_split", "min_frames", "num_frames", "stride", "jpeg_quality"):
+        cfg[field] = fv[field].value
+    cfg.prepare_workers = fv.workers
+    if command == "bench":
+        cfg.num_workers, cfg.prefetch = fv.num_workers, fv.prefetch
+    if command in ("prepare", "text") and (fv.encoder or command == "text"):
+        from vfjax.data import text
+
+        cfg.cond, cfg.text_encoder = "text", fv.encoder or text.MINILM
+        cfg.text_max_tokens = fv.max_tokens
     return cfg
 
 
+def _run(command: str, fv: flags.FlagValues):
+    from vfjax.data import bench, preparation, storage, text
+
+    cfg = _data_config(command, fv)
+    config_lib.validate(cfg)
+    if command == "prepare":
+        return preparation.prepare(cfg)
+    if command == "stats":
+        return storage.dataset_stats(storage.open_builder(cfg))
+    if command == "text":
+        return text.ensure_embedded(cfg)
+    if fv.fake_videos:
+        if not cfg.manual_dir:
+            raise ValueError("--fake_videos needs --manual_dir, the folder to write to.")
+        height, width = (int(v) for v in fv.fake_size.lower().split("x"))
+        bench.write_fake_videos(cfg.manual_dir, fv.fake_videos, fv.fake_frames, height, width)
+    return bench.benchmark(cfg, batch_size=fv.batch_size, batches=fv.batches)
+
+
 def main(argv: list[str]) -> int:
-    """Runs one command; returns the exit status (2 with a one-line message on bad input)."""
-    args = _parser().parse_args(argv)
-    logging.set_verbosity(logging.INFO)
-    cfg = _data_config(args)
+    """Runs `argv` (without the program name); returns the exit status (2, with a one-line
+    `vfjax: error: ...`, on bad input)."""
+    fv = flags.FlagValues()
+    _define(fv)
     try:
-        config_lib.validate(cfg)
-        if args.command == "prepare":
-            result = preparation.prepare(cfg)
-        elif args.command == "stats":
-            result = storage.dataset_stats(storage.open_builder(cfg))
-        elif args.command == "text":
-            result = text.ensure_embedded(cfg)
-        else:
-            if args.fake_videos:
-                if not cfg.manual_dir:
-                    raise ValueError("--fake_videos needs --manual_dir, the folder to write to.")
-                height, width = (int(v) for v in args.fake_size.lower().split("x"))
-                bench.write_fake_videos(
-                    cfg.manual_dir, args.fake_videos, args.fake_frames, height, width
-                )
-            result = bench.benchmark(cfg, batch_size=args.batch_size, batches=args.batches)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        rest = fv(["vfjax.data", *argv])[1:]
+        if len(rest) != 1 or rest[0] not in COMMANDS:
+            raise ValueError(f"give one command of {', '.join(COMMANDS)} (got {rest})")
+        if fv.name is None:
+            raise ValueError("--name is required")
+    except (flags.Error, ValueError) as e:
+        print(f"vfjax: error: {cli.one_line(e)}", file=sys.stderr)
         return 2
-    if args.json or args.command in ("bench", "text"):
+    command = rest[0]
+    logging.set_verbosity(logging.INFO)
+    try:
+        result = _run(command, fv)
+    except cli.PEOPLE_ERRORS as e:
+        print(f"vfjax: error: {cli.one_line(e)}", file=sys.stderr)
+        return 2
+    from vfjax.data import preparation
+
+    if fv.json or command in ("bench", "text"):
         print(json.dumps(result))
     else:
         print(preparation.format_stats(result))

@@ -1,8 +1,10 @@
 """From a stored video to a training clip: the sources the pipeline reads and the clip sampler.
 
 Clip rule: `num_frames` frames `stride` apart, starting at a uniformly random frame among those
-that leave room for the whole clip. A video shorter than the clip (`(num_frames - 1) * stride + 1`
-frames) is, by `data.short_video`:
+that leave room for the whole clip (`data.clip_sampling='random_window'`: one window per video
+drawn), or at each window of every video in turn (`'random_clip'`: the windows of all videos are
+the elements, `WindowSource`, so clips are uniform over all windows). A video shorter than the
+clip (`(num_frames - 1) * stride + 1` frames) is, by `data.short_video`:
 - 'pad' (default): read from its first frame, the missing frames repeat its last frame;
 - 'skip': left out of the source (from the per-video index written at prepare time).
 Frames are then resized to `resolution` if stored at another size (short side, bilinear
@@ -53,6 +55,15 @@ class RecordSource:
             keep = [np.arange(len(source)) for source in self._sources]
         self._split_of = np.concatenate([np.full(len(k), i) for i, k in enumerate(keep)])
         self._record_of = np.concatenate(keep).astype(np.int64)
+        self._builder, self._splits = builder, splits
+
+    def frame_counts(self) -> np.ndarray:
+        """Frames of each element's video (from the index written at prepare time)."""
+        index = storage.read_index(self._builder)
+        counts = [np.asarray(index[s]["num_frames"], np.int64) for s in self._splits]
+        return np.array(
+            [counts[s][r] for s, r in zip(self._split_of, self._record_of, strict=True)]
+        )
 
     def __len__(self) -> int:
         return len(self._record_of)
@@ -64,6 +75,31 @@ class RecordSource:
         if self._text is not None:
             element["text_emb"] = np.asarray(self._text[split][position], np.float32)
         return element
+
+
+class WindowSource:
+    """Every clip window of every video of a source as an element of its own: sampling these
+    uniformly draws clips uniformly among all windows of all videos (a long video gives more
+    clips), where sampling the videos draws one window per video. Element: the video's element
+    with `start`, the window's first frame.
+
+    Args:
+      source: the videos (an indexable of elements with a 'video').
+      frame_counts: frames of each video.
+      span: frames one clip covers (`clip_span`); a shorter video gives one (padded) window.
+    """
+
+    def __init__(self, source, frame_counts: np.ndarray, span: int):
+        self._source = source
+        windows = np.maximum(np.asarray(frame_counts, np.int64) - span + 1, 1)
+        self._first = np.concatenate([[0], np.cumsum(windows)])  # Window index of each video.
+
+    def __len__(self) -> int:
+        return int(self._first[-1])
+
+    def __getitem__(self, index: int) -> dict:
+        video = int(np.searchsorted(self._first, index, side="right") - 1)
+        return {**self._source[video], "start": int(index - self._first[video])}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +120,10 @@ class ClipSampler:
         video = element["video"]
         length = len(video)
         room = length - clip_span(self.num_frames, self.stride)
-        start = int(rng.integers(room + 1)) if room > 0 else 0
+        if "start" in element:  # A window chosen already (`WindowSource`).
+            start = element["start"]
+        else:
+            start = int(rng.integers(room + 1)) if room > 0 else 0
         # Past the end of a short video, np.minimum repeats its last frame ('pad').
         indices = np.minimum(start + self.stride * np.arange(self.num_frames), length - 1)
         if video.dtype == object:

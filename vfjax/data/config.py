@@ -13,6 +13,7 @@ from vfjax import fileio
 DATASET_NAMES = ("synthetic", "ucf101", "sky_timelapse", "taichi", "video_folder")
 COND_KINDS = ("none", "class", "text")
 SHORT_VIDEO_RULES = ("pad", "skip")
+CLIP_SAMPLINGS = ("random_window", "random_clip")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -31,6 +32,9 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.cond = "none"
     # Clips longer than a video: "pad" repeats its last frame, "skip" leaves the video out.
     cfg.short_video = "pad"
+    # 'random_window': each element is a video, one window at a random offset; 'random_clip':
+    # each element is one window of one video, uniform over all windows of all videos.
+    cfg.clip_sampling = "random_window"
     cfg.num_workers = 2  # grain reader threads.
     cfg.prefetch = 4  # Local batches read ahead.
     cfg.random_flip = False
@@ -90,6 +94,11 @@ def validate(data_config) -> None:
         raise ValueError(f"data.channels must be 1 or 3, got {cfg.channels!r}.")
     if cfg.cond not in COND_KINDS:
         raise ValueError(f"data.cond must be one of {', '.join(COND_KINDS)}, got {cfg.cond!r}.")
+    if cfg.clip_sampling not in CLIP_SAMPLINGS:
+        raise ValueError(
+            f"data.clip_sampling must be one of {', '.join(CLIP_SAMPLINGS)}, got "
+            f"{cfg.clip_sampling!r}."
+        )
     if cfg.short_video not in SHORT_VIDEO_RULES:
         raise ValueError(f"data.short_video must be 'pad' or 'skip', got {cfg.short_video!r}.")
     if cfg.ucf_split not in (1, 2, 3):

@@ -228,6 +228,8 @@ def _plan(cfg) -> _Plan:
                 f"No video of {cfg.name} {cfg.split} has the {span} frames a clip needs; "
                 "lower data.num_frames or data.stride, or use data.short_video='pad'."
             )
+        if cfg.clip_sampling == "random_clip":
+            source = clips.WindowSource(source, source.frame_counts(), span)
     fingerprint = {
         "version": _STATE_VERSION,
         "name": cfg.name,
@@ -239,6 +241,8 @@ def _plan(cfg) -> _Plan:
         "channels": cfg.channels,
         "random_flip": cfg.random_flip,
     }
+    if cfg.clip_sampling != "random_window":  # Positions saved before the option still match.
+        fingerprint["clip_sampling"] = cfg.clip_sampling
     return _Plan(source=source, sampler=sampler, fingerprint=fingerprint)
 
 

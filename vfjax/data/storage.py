@@ -47,9 +47,9 @@ def open_builder(cfg) -> tfds.core.DatasetBuilder:
     directory = builder_dir(cfg)
     if not is_prepared(directory):
         raise ValueError(
-            f"No prepared {cfg.name} data set at {directory}; run `python -m vfjax.data prepare "
-            f"--name={cfg.name} --manual_dir=... --data_dir={config_lib.data_dir(cfg)} "
-            f"--resolution={config_lib.store_resolution(cfg)}` first."
+            f"No prepared {cfg.name} data set at {directory}; prepare it first: python -m "
+            f"vfjax.main --config=CONFIG --mode=prepare --config.data.manual_dir=YOUR_FILES "
+            f"--config.data.data_dir={config_lib.data_dir(cfg)}."
         )
     return tfds.builder_from_directory(directory)
 

@@ -160,6 +160,7 @@ def videofusion_loss(
     alphas_cumprod: Array,
     key_frame: int,
     frame_weights: Array | None = None,
+    base_stop_gradient: bool = True,
 ) -> tuple[Array, dict[str, Array]]:
     """The VideoFusion epsilon-prediction loss with its stop-gradient rule.
 
@@ -167,6 +168,9 @@ def videofusion_loss(
     `eps_hat[i]` and its `zr[i]`) through `stop_gradient`: the base generator learns only from the
     key frame's term (an image-diffusion loss, since `eps[k] = b`), the residual generator only from
     the others (its output enters the key frame with weight `sqrt(1 - 1) = 0`).
+    `base_stop_gradient=False` drops the rule (the paper's ablation of it): the base generator
+    then also learns from every other frame, through its share of their noise and through the
+    residual generator's input.
 
     Args:
       base_fn: the base generator, or None for the VDM baseline (then `lambdas` must be zero).
@@ -177,6 +181,7 @@ def videofusion_loss(
       alphas_cumprod: `[T]`.
       key_frame: the key frame index.
       frame_weights: `[N]` weights of the per-frame terms; default uniform `1 / N`.
+      base_stop_gradient: apply the stop-gradient rule (the method's default).
 
     Returns:
       `(loss, terms)`; terms hold `loss_key` (the key frame's MSE) and `loss_residual` (the
@@ -191,12 +196,14 @@ def videofusion_loss(
     if base_fn is None:
         base_mix = jnp.zeros_like(z_t[:, :1])
         base_sg = base_mix
-    else:
+    elif base_stop_gradient:
         base_hat = base_fn(z_t[:, key_frame], t)[:, None]  # [B, 1, H, W, C]
         base_sg = jax.lax.stop_gradient(base_hat)
         # Numerically b_hat on every frame; its gradient flows through the key frame only.
         is_key = _frames(jnp.arange(num_frames) == key_frame, x0.ndim)
         base_mix = jnp.where(is_key, base_hat, base_sg)  # [B, N, H, W, C]
+    else:
+        base_mix = base_sg = base_fn(z_t[:, key_frame], t)[:, None]
     residual_hat = residual_fn(remove_base(z_t, base_sg, t, lambdas, alphas_cumprod), t)
     eps_hat = combine(base_mix, residual_hat, lambdas)
 

@@ -43,16 +43,25 @@ def ddim_step(
     sigma: Array,
     noise: Array | None,
     clip_x0: bool,
+    known: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Array]:
     """One step `t -> s`. Returns `(z_s, x0_hat)`.
 
-    `x0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)`, optionally clipped to [-1, 1]
-    (then `eps_hat` is recomputed from the clipped `x0_hat` so the step stays consistent), and
+    `x0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)`, optionally clipped to [-1, 1],
+    its known frames replaced by their values (`known = (x0 [B, N, H, W, C], mask [N])`: the
+    frames held while the others are generated), `eps_hat` recomputed from that `x0_hat` so the
+    step stays consistent, and
     `z_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat + sigma * noise`.
+    The known frames' latents thus follow the forward process of their values, with the noise
+    their latents already carry, and come out unchanged at the last step.
     """
     x0_hat = (z_t - jnp.sqrt(1.0 - abar_t) * eps_hat) / jnp.sqrt(abar_t)
     if clip_x0:
         x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
+    if known is not None:
+        values, mask = known
+        x0_hat = jnp.where(mask.reshape((1, -1) + (1,) * (z_t.ndim - 2)), values, x0_hat)
+    if clip_x0 or known is not None:
         eps_hat = (z_t - jnp.sqrt(abar_t) * x0_hat) / jnp.sqrt(1.0 - abar_t)
     z_s = jnp.sqrt(abar_s) * x0_hat + jnp.sqrt(jnp.maximum(1.0 - abar_s - sigma**2, 0.0)) * eps_hat
     if noise is not None:
@@ -108,6 +117,7 @@ def sample(
     null_cond: Any = None,
     guidance_scale: float = 1.0,
     num_clips: int = 1,
+    known: tuple[Array, Array] | None = None,
 ) -> Array:
     """Samples videos by DDIM (`eta = 0`), DDPM (`eta = 1`, `num_steps = T`) or in between.
 
@@ -130,34 +140,79 @@ def sample(
       clip_x0: clip the `x0` estimate to [-1, 1] at every step.
       cond: condition pytree with leading dim B (labels, text embeddings) or None.
       null_cond: the dropped condition of the same structure, for guidance.
-      guidance_scale: `w` in `eps_u + w (eps_c - eps_u)`.
+      guidance_scale: `w` in `eps_hat = eps_u + w (eps_c - eps_u)`, where `eps_c` and `eps_u`
+        are the two-stage estimates under the condition and the null condition.
       num_clips: clips per video sharing the base noise (long videos); the clips of a video are
         concatenated along time, giving `[B, num_clips * N, H, W, C]`.
+      known: `(x0 [B * num_clips, N, H, W, C], mask [N] bool)`: frames whose values are held
+        (the continuation of a long video); the others are generated around them.
 
     Returns:
       float32 videos `[B, num_clips * N, H, W, C]`, clipped to [-1, 1].
     """
     b, n, h, w, c = shape
-    num_timesteps = alphas_cumprod.shape[0]
-    steps = jnp.asarray(ddim_timesteps(num_timesteps, num_steps))
-    steps_next = jnp.concatenate([steps[1:], jnp.array([-1], jnp.int32)])
-    bc = b * num_clips
     if num_clips > 1:
         cond, null_cond = jax.tree.map(
             lambda x: jnp.repeat(x, num_clips, axis=0), (cond, null_cond)
         )
 
-    def base(z, t):
-        return guided(base_fn, z, t, cond, null_cond, guidance_scale)
+    def two_stage(z, t, c):
+        """The combined estimate under condition `c`: base, base removed, residual."""
+        base = None if base_fn is None else (lambda z, t: base_fn(z, t, c))
+        return decomposed.predict_noise(
+            base, lambda z, t: residual_fn(z, t, c), z, t, lambdas, alphas_cumprod, key_frame
+        )[0]
 
-    def residual(z, t):
-        return guided(residual_fn, z, t, cond, null_cond, guidance_scale)
+    def predict(z, t):
+        # Guidance on the combined estimate (DESIGN.md): each branch removes its own base.
+        return guided(two_stage, z, t, cond, null_cond, guidance_scale)
+
+    body = make_step(
+        predict,
+        alphas_cumprod,
+        num_steps,
+        base_rng,
+        residual_rng,
+        shape,
+        lambdas,
+        eta=eta,
+        clip_x0=clip_x0,
+        num_clips=num_clips,
+        known=known,
+    )
+    z = draw_noise(base_rng, residual_rng, shape, lambdas, num_clips)
+    x0 = jax.lax.fori_loop(0, num_steps, body, z)
+    return jnp.clip(x0, -1.0, 1.0).reshape(b, num_clips * n, h, w, c)
+
+
+def make_step(
+    predict: Callable[[Array, Array], Array],
+    alphas_cumprod: Array,
+    num_steps: int,
+    base_rng: Array,
+    residual_rng: Array,
+    shape,
+    lambdas: Array,
+    *,
+    eta: float,
+    clip_x0: bool,
+    num_clips: int = 1,
+    known: tuple[Array, Array] | None = None,
+) -> Callable[[int, Array], Array]:
+    """The sampler's update as `body(i, z_t) -> z_s`, step `i` of `num_steps` (`t -> s`).
+
+    `predict(z, t) -> eps_hat` is the combined estimate. The fresh noise of step `i` is
+    decomposed noise with `lambdas`, its base and residual parts drawn from `base_rng` and
+    `residual_rng` folded with `i + 1` (the start noise uses the keys themselves), scaled by
+    DDIM's `sigma(t, s, eta)`. `known` frames are held (`ddim_step`).
+    """
+    steps = jnp.asarray(ddim_timesteps(alphas_cumprod.shape[0], num_steps))
+    steps_next = jnp.concatenate([steps[1:], jnp.array([-1], jnp.int32)])
+    batch = shape[0] * num_clips
 
     def body(i, z):
-        t = jnp.full((bc,), steps[i], jnp.int32)
-        eps_hat, _, _ = decomposed.predict_noise(
-            None if base_fn is None else base, residual, z, t, lambdas, alphas_cumprod, key_frame
-        )
+        t = jnp.full((batch,), steps[i], jnp.int32)
+        eps_hat = predict(z, t)
         s = steps_next[i]
         abar_t = alphas_cumprod[steps[i]]
         abar_s = jnp.where(s >= 0, alphas_cumprod[jnp.maximum(s, 0)], 1.0)
@@ -172,10 +227,8 @@ def sample(
                 lambdas,
                 num_clips,
             )
-        z_s, _ = ddim_step(z, eps_hat.astype(jnp.float32), abar_t, abar_s, sigma, noise, clip_x0)
+        eps_hat = eps_hat.astype(jnp.float32)
+        z_s, _ = ddim_step(z, eps_hat, abar_t, abar_s, sigma, noise, clip_x0, known)
         return z_s
 
-    z = draw_noise(base_rng, residual_rng, shape, lambdas, num_clips)
-    x0 = jax.lax.fori_loop(0, num_steps, body, z)
-    x0 = jnp.clip(x0, -1.0, 1.0).reshape(b, num_clips * n, h, w, c)
-    return x0
+    return body

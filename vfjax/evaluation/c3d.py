@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vfjax.evaluation import weights as weights_lib
+from vfjax import weights as weights_lib
 from vfjax.evaluation.features import FeatureNetwork
 from vfjax.evaluation.resize import resize_frames
 

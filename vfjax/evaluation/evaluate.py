@@ -10,7 +10,6 @@ The result, `workdir/eval/<protocol>_<step>.json`, records everything needed to 
 import hashlib
 import json
 import logging
-import math
 import time
 
 import jax
@@ -18,20 +17,35 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from vfjax import consistency, distributed, fileio, run_setup, samples, steps
+from vfjax import consistency, distributed, fileio, long_video, run_setup, samples
 from vfjax import data as data_lib
-from vfjax.diffusion import decomposed
 from vfjax.evaluation import c3d, features, i3d, metrics, protocols
 
 
 def _protocol(config) -> protocols.EvalProtocol:
+    """The protocol of `eval.protocol` for this run, with its counts overridden by `eval.*`.
+
+    Refuses, in one line, a protocol whose clips are of another resolution than the run's
+    (`clip_resolution`; None follows the run) or whose network input is not I3D's.
+    """
     if config.eval.protocol not in protocols.PROTOCOLS:
         raise ValueError(
             f"Unknown evaluation protocol {config.eval.protocol!r}; presets: "
             f"{sorted(protocols.PROTOCOLS)}."
         )
     preset = protocols.PROTOCOLS[config.eval.protocol]
-    overrides = {"clip_resolution": config.data.resolution}
+    resolution = config.data.resolution
+    if preset.clip_resolution not in (None, resolution):
+        raise ValueError(
+            f"The {preset.name} protocol compares {preset.clip_resolution}x"
+            f"{preset.clip_resolution} clips and this run makes {resolution}x{resolution} ones; "
+            "pick a protocol at the run's resolution (stylegan_v and cpu follow the run's)."
+        )
+    if preset.resolution != i3d.INPUT_SIZE:
+        raise ValueError(
+            f"I3D takes {i3d.INPUT_SIZE}x{i3d.INPUT_SIZE} frames, not {preset.resolution}."
+        )
+    overrides = {"clip_resolution": resolution}
     if config.eval.num_generated:
         overrides["num_generated"] = config.eval.num_generated
         overrides["is_num_generated"] = config.eval.num_generated
@@ -54,13 +68,11 @@ def generate(config, setup, ema, count: int, num_frames: int, seed: int, caption
     Every process runs the same sampler calls (one program, the batch split over all devices);
     each keeps only the rows its own devices made, so nothing is sampled twice or copied between
     processes. A model whose clips are shorter than `num_frames` makes each video from several
-    clips that share their base noise (the long-video sampler). A text-conditioned model is
+    clips, as `sampling.long_method` says (`vfjax.long_video`). A text-conditioned model is
     conditioned on the batches of caption embeddings that `captions` yields.
     """
-    clip = config.data.num_frames
-    num_clips = math.ceil(num_frames / clip)
     batch = config.eval.batch_size
-    sampler = steps.make_sampler(config, setup, batch, num_clips)
+    sampler = long_video.make_long_sampler(config, setup, batch, num_frames)
     made = 0
     with tqdm(total=count, desc="sampling", unit="video", disable=not distributed.is_main()) as bar:
         while made < count:
@@ -75,7 +87,7 @@ def generate(config, setup, ema, count: int, num_frames: int, seed: int, caption
             take = min(batch, count - made)
             made += take
             bar.update(take)
-            yield videos[:, :num_frames], rows < take
+            yield videos, rows < take
 
 
 def _protocol_loader(config, protocol, seed: int, global_batch: int, **kwargs):
@@ -83,7 +95,8 @@ def _protocol_loader(config, protocol, seed: int, global_batch: int, **kwargs):
     data = config.data.copy_and_resolve_references()
     data.num_frames = protocol.num_frames
     data.stride = protocol.stride_for(config.data.name)
-    data.split = protocol.split
+    data.split = protocol.split_for(config.data.split)
+    data.clip_sampling = protocol.real_clip_sampling
     data.random_flip = False
     return data_lib.create_loader(data, global_batch_size=global_batch, seed=seed, **kwargs)
 
@@ -134,7 +147,12 @@ def _cache_path(config, protocol, network):
         "resolution": config.data.resolution,
         "channels": config.data.channels,
         "protocol": protocols.describe(
-            protocol, dataset=config.data.name, networks=[network], seed=0, checkpoint_step=0
+            protocol,
+            dataset=config.data.name,
+            networks=[network],
+            seed=0,
+            checkpoint_step=0,
+            training_split=config.data.split,
         ),
         "seed": config.eval.seed,
     }
@@ -282,20 +300,24 @@ def _record(config, protocol, network, step: int, cached: bool) -> dict:
         networks=[network],
         seed=config.eval.seed,
         checkpoint_step=step,
+        training_split=config.data.split,
     )
     result.update(
         model_kind=config.model.kind,
         model_clip_frames=config.data.num_frames,
-        generated_clips_per_video=math.ceil(protocol.num_frames / config.data.num_frames),
+        generated_clips_per_video=long_video.num_clips(config, protocol.num_frames),
+        long_method=(
+            config.sampling.long_method if protocol.num_frames > config.data.num_frames else None
+        ),
         generated_resolution=config.data.resolution,
         sampler={
             "num_steps": config.sampling.num_steps,
             "eta": config.sampling.eta,
             "guidance_scale": config.sampling.guidance_scale,
-            "parameters": "ema",
+            "parameters": "ema" if config.sampling.use_ema else "raw",
             "condition": {
                 "class": "labels cycled 0..K-1",
-                "text": f"captions of random {protocol.split} videos",
+                "text": f"captions of random {protocol.split_for(config.data.split)} videos",
                 "none": None,
             }[config.data.cond],
         },
@@ -318,6 +340,37 @@ def _write(workdir, protocol, step: int, result: dict, grid: np.ndarray, fps: in
     )
 
 
+def _log_plan(config, protocol, step: int, want_is: bool) -> None:
+    """What the evaluation is about to do, said before it does it (the progress bars then give
+    its estimate: the I3D pass dominates, seconds per clip on a CPU)."""
+    n = config.data.num_frames
+    made = (
+        f"as {long_video.num_clips(config, protocol.num_frames)} clips of {n} "
+        f"({config.sampling.long_method})"
+        if protocol.num_frames > n
+        else "as one clip each"
+    )
+    logging.info(
+        "Evaluating step %d under the %s protocol%s: %d generated videos of %d frames made %s "
+        "(%d sampling steps, batches of %d) against %d real clips from %s (stride %d), I3D at "
+        "%dx%d%s.",
+        step,
+        protocol.name,
+        "" if protocol.comparable else " (not comparable with published numbers)",
+        protocol.num_generated,
+        protocol.num_frames,
+        made,
+        config.sampling.num_steps,
+        config.eval.batch_size,
+        protocol.num_real,
+        protocol.split_for(config.data.split),
+        protocol.stride_for(config.data.name),
+        protocol.resolution,
+        protocol.resolution,
+        f"; IS over {protocol.is_num_generated} more" if want_is else "",
+    )
+
+
 def evaluate(config, workdir) -> dict:
     """Evaluates checkpoint `eval.step` (-1: the newest) of the run in `workdir`; returns the
     result written (by process 0) to `workdir/eval/<protocol>_<step>.json`."""
@@ -328,6 +381,7 @@ def evaluate(config, workdir) -> dict:
         i3d.load_i3d(config.eval.i3d_weights), protocol.resize_method, quantize=protocol.quantize
     )
     ema, step = run_setup.restore_ema(config, setup, workdir, config.eval.step)
+    _log_plan(config, protocol, step, want_is)
     start = time.time()
 
     seed = config.eval.seed + 1000
@@ -337,11 +391,7 @@ def evaluate(config, workdir) -> dict:
     real_feats, real_totals, cached = real_features(config, protocol, network, setup.mesh)
 
     result = _record(config, protocol, network, step, cached)
-    keys = consistency.key_frames_of(
-        protocol.num_frames,
-        config.data.num_frames,
-        decomposed.key_frame_index(config.data.num_frames, config.diffusion.key_frame),
-    )
+    keys = long_video.generated_key_frames(config, protocol.num_frames)
     result["consistency"] = consistency.compare(
         consistency.report(consistency.from_totals(gen_totals), keys),
         consistency.report(consistency.from_totals(real_totals), keys),

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vfjax.evaluation import weights as weights_lib
+from vfjax import weights as weights_lib
 from vfjax.evaluation.features import FeatureNetwork
 from vfjax.evaluation.resize import quantize_8bit, resize_frames
 

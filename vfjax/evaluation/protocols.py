@@ -52,7 +52,9 @@ class EvalProtocol:
         is_splits: Splits of those clips (mean and std over splits).
         real_clip_sampling: ``'random_window'`` (one window at a random offset per video) or
             ``'random_clip'`` (windows drawn at random among all windows of all videos).
-        split: Data split the real clips come from.
+        split: Data split the real clips come from; None: the split the run trained on
+            (`data.split`, e.g. 'train+test' for unconditional UCF101), as both presets' code
+            draws its real clips from the training data.
         comparable: Whether results can be set beside published numbers (the presets of the
             papers' code); False for the small CPU preset.
     """
@@ -73,7 +75,7 @@ class EvalProtocol:
     is_num_generated: int
     is_splits: int
     real_clip_sampling: str
-    split: str
+    split: str | None
     comparable: bool = True
 
     def __post_init__(self):
@@ -100,6 +102,10 @@ class EvalProtocol:
         """The frame stride of real clips of ``dataset``."""
         return dict(self.stride_overrides).get(dataset, self.stride)
 
+    def split_for(self, training_split: str) -> str:
+        """The split of the real clips of a run trained on ``training_split``."""
+        return self.split or training_split
+
 
 PROTOCOLS = {
     "stylegan_v": EvalProtocol(
@@ -119,7 +125,7 @@ PROTOCOLS = {
         is_num_generated=2048,
         is_splits=10,
         real_clip_sampling="random_window",
-        split="train",
+        split=None,
     ),
     "tats": EvalProtocol(
         name="tats",
@@ -138,7 +144,7 @@ PROTOCOLS = {
         is_num_generated=2048 * 10,
         is_splits=10,
         real_clip_sampling="random_clip",
-        split="train",
+        split=None,
     ),
 }
 
@@ -174,6 +180,7 @@ def describe(
     networks: Sequence[FeatureNetwork],
     seed: int,
     checkpoint_step: int,
+    training_split: str = "train",
 ) -> dict[str, Any]:
     """Everything a result JSON must record about how its numbers were made.
 
@@ -183,11 +190,13 @@ def describe(
         networks: The feature networks used (I3D; C3D when IS is reported).
         seed: Seed of the sampling and of the real-clip draw.
         checkpoint_step: Training step of the evaluated checkpoint.
+        training_split: The split the run trained on (``data.split``).
     """
     return {
         "protocol": protocol.name,
         "dataset": dataset,
-        "split": protocol.split,
+        "split": protocol.split_for(training_split),
+        "training_split": training_split,
         "num_generated": protocol.num_generated,
         "num_real": protocol.num_real,
         "num_frames": protocol.num_frames,

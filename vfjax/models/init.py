@@ -2,7 +2,7 @@
 
 Running a Flax module's initialisers under `jit` emits one random-number computation per
 parameter, and XLA's CPU compiler takes minutes over the hundreds of them in a UNet. Here the
-module is built abstractly with `nnx.eval_shape` (free), and every random parameter is a slice of
+module is built abstractly with `nnx.eval_shape`, and every random parameter is a slice of
 one normal draw scaled as its `init` metadata says (see `vfjax.models.layers`), so initialisation
 compiles in about a second on any backend and can be jitted straight into its shardings.
 """
@@ -17,9 +17,28 @@ from flax import nnx
 Array = jax.Array
 
 
+class _OneKey:
+    """Stands in for `nnx.Rngs` while a model is built abstractly: every draw is the same key.
+
+    Under `nnx.eval_shape` each draw from an `nnx.Rngs` updates a traced counter, and flax checks
+    that update in a way that costs time in proportion to everything traced so far: seconds for
+    one UNet. The abstract values are shapes only (`init_params` makes the real ones), so one
+    key serves every parameter.
+    """
+
+    def __init__(self):
+        self._key = jax.random.key(0)
+
+    def params(self) -> Array:
+        return self._key
+
+    def dropout(self) -> Array:
+        return self._key
+
+
 def abstract_model(build: Callable[[nnx.Rngs], nnx.Module]) -> tuple[nnx.GraphDef, nnx.State]:
     """The graph definition and the abstract `nnx.Param` state (shapes and metadata) of a model."""
-    model = nnx.eval_shape(lambda: build(nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: build(_OneKey()))
     graphdef, params = nnx.split(model, nnx.Param)
     return graphdef, params
 
@@ -48,16 +67,14 @@ def init_params(abstract_params: nnx.State, rng: Array) -> dict:
     for v in variables:
         kind = v.get_metadata().get("init")
         if kind not in ("fan_in", "fan_out", "zeros", "ones"):
-            raise ValueError(
-                f"parameter of shape {v.value.shape} has no known `init` metadata: {kind}"
-            )
+            raise ValueError(f"parameter of shape {v.shape} has no known `init` metadata: {kind}")
         kinds.append(kind)
     random = [i for i, k in enumerate(kinds) if k in ("fan_in", "fan_out")]
-    total = sum(int(np.prod(variables[i].value.shape)) for i in random)
+    total = sum(int(np.prod(variables[i].shape)) for i in random)
     flat = jax.random.normal(rng, (max(total, 1),), jnp.float32)
     values, offset = [], 0
     for v, kind in zip(variables, kinds, strict=True):
-        shape, dtype = v.value.shape, v.value.dtype
+        shape, dtype = v.shape, v.get_value().dtype
         if kind == "zeros":
             values.append(jnp.zeros(shape, dtype))
         elif kind == "ones":

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vfjax.models import layers
+from vfjax.models import attention, blocks, layers, wgrad
 
 Array = jax.Array
 
@@ -23,8 +23,8 @@ class UNet2DConfig:
     image_size: int = 64
     in_channels: int = 3
     out_channels: int = 3
-    channels: int = 128
-    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    channels: int = 128  # model width: the timestep embedding's; level i has channels * mult[i]
+    channel_mult: tuple[float, ...] = (1, 2, 2, 2)  # whole, except ADM-512's leading 0.5
     num_res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (16,)
     mid_attention: bool = True
@@ -34,9 +34,11 @@ class UNet2DConfig:
     dropout: float = 0.0
     scale_shift: bool = False  # ADM's use_scale_shift_norm
     resblock_updown: bool = False  # resample with residual blocks (ADM's resblock_updown)
+    downsample_padding: int = 1  # 0: the original DDPM's bottom/right-only pad (see Downsample)
     zero_init: bool = True  # zero the last layer of every residual branch
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
+    timestep_scale: float = 1.0  # the network sees t * this (improved-diffusion: 1000 / T)
     num_groups: int = 32
     norm_eps: float = 1e-5
     num_classes: int = 0  # > 0: class embedding (index num_classes is the null class)
@@ -53,7 +55,7 @@ class UNet2DConfig:
             num_groups=self.num_groups,
             norm_eps=self.norm_eps,
             attention_impl=self.attention_impl,
-            conv_impl=layers.default_conv_impl() if self.conv_impl == "auto" else self.conv_impl,
+            conv_impl=wgrad.default_conv_impl() if self.conv_impl == "auto" else self.conv_impl,
         )
 
 
@@ -61,7 +63,7 @@ def _attention(cfg, channels: int, opts, rngs, context_dim: int | None) -> nnx.M
     if cfg.num_heads and channels % cfg.num_heads:
         raise ValueError(f"{channels} attention channels do not split into {cfg.num_heads} heads.")
     head_dim = channels // cfg.num_heads if cfg.num_heads else min(cfg.head_dim, channels)
-    return layers.attention_block(
+    return attention.attention_block(
         cfg.attn_type,
         channels,
         head_dim,
@@ -75,11 +77,12 @@ def _attention(cfg, channels: int, opts, rngs, context_dim: int | None) -> nnx.M
 def _resampler(cfg, direction: str, channels: int, emb_dim: int, opts, rngs) -> nnx.Module:
     """A strided / nearest-neighbour convolution, or a resampling residual block."""
     if cfg.resblock_updown:
-        return layers.ResBlock.from_config(
+        return blocks.ResBlock.from_config(
             cfg, channels, channels, emb_dim, opts, rngs, resample=direction
         )
-    cls = layers.Downsample if direction == "down" else layers.Upsample
-    return cls(channels, opts, rngs)
+    if direction == "down":
+        return blocks.Downsample(channels, opts, rngs, padding=cfg.downsample_padding)
+    return blocks.Upsample(channels, opts, rngs)
 
 
 class Level(nnx.Module):
@@ -87,7 +90,7 @@ class Level(nnx.Module):
 
     def __init__(self, cfg, in_chs: list[int], out_ch: int, emb_dim, attn, resample, opts, rngs):
         self.resnets = nnx.List(
-            [layers.ResBlock.from_config(cfg, c, out_ch, emb_dim, opts, rngs) for c in in_chs]
+            [blocks.ResBlock.from_config(cfg, c, out_ch, emb_dim, opts, rngs) for c in in_chs]
         )
         context = cfg.text_dim or None
         self.attentions = (
@@ -98,7 +101,7 @@ class Level(nnx.Module):
         self.resample = resample
 
     def apply_resample(self, x: Array, emb: Array, rngs) -> Array:
-        if isinstance(self.resample, layers.ResBlock):
+        if isinstance(self.resample, blocks.ResBlock):
             return self.resample(x, emb, rngs)
         return self.resample(x)
 
@@ -116,11 +119,15 @@ class UNet2D(nnx.Module):
     def __init__(self, cfg: UNet2DConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         opts = cfg.opts()
-        chs = [cfg.channels * m for m in cfg.channel_mult]
-        emb_dim = 4 * chs[0]
+        chs = [int(cfg.channels * m) for m in cfg.channel_mult]
+        if any(c != cfg.channels * m for c, m in zip(chs, cfg.channel_mult, strict=True)):
+            raise ValueError(
+                f"channels {cfg.channels} x channel_mult {cfg.channel_mult} must be whole."
+            )
+        emb_dim = 4 * cfg.channels
         self.conv_in = layers.conv(cfg.in_channels, chs[0], opts, rngs)
-        self.time_embedding = layers.EmbeddingMLP(chs[0], emb_dim, opts, rngs)
-        self.class_embedding = layers.class_embedding(cfg.num_classes, emb_dim, opts, rngs)
+        self.time_embedding = blocks.EmbeddingMLP(cfg.channels, emb_dim, opts, rngs)
+        self.class_embedding = blocks.class_embedding(cfg.num_classes, emb_dim, opts, rngs)
 
         skips = [chs[0]]
         down = []
@@ -140,11 +147,11 @@ class UNet2D(nnx.Module):
         self.down_blocks = nnx.List(down)
 
         # Dropout in the middle too, as in ADM and diffusers' UNetMidBlock2D.
-        self.mid_resnet_1 = layers.ResBlock.from_config(cfg, ch, ch, emb_dim, opts, rngs)
+        self.mid_resnet_1 = blocks.ResBlock.from_config(cfg, ch, ch, emb_dim, opts, rngs)
         self.mid_attention = (
             _attention(cfg, ch, opts, rngs, cfg.text_dim or None) if cfg.mid_attention else None
         )
-        self.mid_resnet_2 = layers.ResBlock.from_config(cfg, ch, ch, emb_dim, opts, rngs)
+        self.mid_resnet_2 = blocks.ResBlock.from_config(cfg, ch, ch, emb_dim, opts, rngs)
 
         up = []
         for i, out_ch in reversed(list(enumerate(chs))):
@@ -161,16 +168,15 @@ class UNet2D(nnx.Module):
             )
         self.up_blocks = nnx.List(up)
 
-        self.conv_norm_out = layers.GroupNorm(ch, opts)
+        self.conv_norm_out = layers.GroupNorm(ch, opts, rngs)
         self.conv_out = layers.conv(ch, cfg.out_channels, opts, rngs, zero_init=cfg.zero_init)
 
     def embed(self, t: Array, cond: dict | None) -> Array:
         """Timestep embedding plus the class embedding, `[B, D]`."""
-        emb = layers.timestep_embedding(
-            t,
-            self.cfg.channels * self.cfg.channel_mult[0],
-            self.cfg.flip_sin_to_cos,
-            self.cfg.freq_shift,
+        if self.cfg.timestep_scale != 1.0:
+            t = t * self.cfg.timestep_scale
+        emb = blocks.timestep_embedding(
+            t, self.cfg.channels, self.cfg.flip_sin_to_cos, self.cfg.freq_shift
         )
         emb = self.time_embedding(emb.astype(self.cfg.opts().dtype))
         if self.class_embedding is not None:

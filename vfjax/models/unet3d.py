@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vfjax.models import layers
+from vfjax.models import attention, blocks, layers, wgrad
 
 Array = jax.Array
 
@@ -60,7 +60,7 @@ class UNet3DConfig:
             num_groups=self.num_groups,
             norm_eps=self.norm_eps,
             attention_impl=self.attention_impl,
-            conv_impl=layers.default_conv_impl() if self.conv_impl == "auto" else self.conv_impl,
+            conv_impl=wgrad.default_conv_impl() if self.conv_impl == "auto" else self.conv_impl,
         )
 
 
@@ -72,7 +72,7 @@ class TemporalConv(nnx.Module):
     """
 
     def __init__(self, channels: int, num_layers: int, dropout: float, opts, rngs: nnx.Rngs):
-        self.norms = nnx.List([layers.GroupNorm(channels, opts) for _ in range(num_layers)])
+        self.norms = nnx.List([layers.GroupNorm(channels, opts, rngs) for _ in range(num_layers)])
         self.convs = nnx.List(
             [
                 layers.conv(
@@ -99,7 +99,7 @@ class VideoBlock(nnx.Module):
     """Residual block, temporal convolution, spatial attention, temporal attention."""
 
     def __init__(self, cfg, in_ch, out_ch, emb_dim, spatial, temporal, opts, rngs):
-        self.resnet = layers.ResBlock.from_config(cfg, in_ch, out_ch, emb_dim, opts, rngs)
+        self.resnet = blocks.ResBlock.from_config(cfg, in_ch, out_ch, emb_dim, opts, rngs)
         self.temporal_conv = (
             TemporalConv(out_ch, cfg.temporal_conv_layers, cfg.dropout, opts, rngs)
             if cfg.temporal_conv_layers
@@ -107,7 +107,7 @@ class VideoBlock(nnx.Module):
         )
         head_dim = min(cfg.head_dim, out_ch)
         self.spatial_attention = (
-            layers.attention_block(
+            attention.attention_block(
                 cfg.attn_type,
                 out_ch,
                 head_dim,
@@ -120,7 +120,7 @@ class VideoBlock(nnx.Module):
             else None
         )
         self.temporal_attention = (
-            layers.attention_block(
+            attention.attention_block(
                 cfg.attn_type, out_ch, head_dim, opts, rngs, double_self=True, zero_init=True
             )
             if temporal
@@ -159,13 +159,13 @@ class UNet3D(nnx.Module):
         chs = [cfg.channels * m for m in cfg.channel_mult]
         emb_dim = 4 * chs[0]
         self.conv_in = layers.conv(cfg.in_channels, chs[0], opts, rngs)
-        self.time_embedding = layers.EmbeddingMLP(chs[0], emb_dim, opts, rngs)
+        self.time_embedding = blocks.EmbeddingMLP(chs[0], emb_dim, opts, rngs)
         self.frame_embedding = (
-            layers.EmbeddingMLP(chs[0], emb_dim, opts, rngs) if cfg.frame_embedding else None
+            blocks.EmbeddingMLP(chs[0], emb_dim, opts, rngs) if cfg.frame_embedding else None
         )
-        self.class_embedding = layers.class_embedding(cfg.num_classes, emb_dim, opts, rngs)
+        self.class_embedding = blocks.class_embedding(cfg.num_classes, emb_dim, opts, rngs)
         self.input_attention = (
-            layers.attention_block(
+            attention.attention_block(
                 cfg.attn_type,
                 chs[0],
                 min(cfg.head_dim, cfg.temporal_input_dim or chs[0]),
@@ -202,7 +202,7 @@ class UNet3D(nnx.Module):
                 skips.append(ch)
             down.append(nnx.List(level))
             last = i == len(chs) - 1
-            downsamplers.append(None if last else layers.Downsample(ch, opts, rngs))
+            downsamplers.append(None if last else blocks.Downsample(ch, opts, rngs))
             if not last:
                 skips.append(ch)
         self.down_blocks = nnx.List(down)
@@ -221,21 +221,21 @@ class UNet3D(nnx.Module):
                 level.append(block(ch + skips.pop(), out_ch, res))
                 ch = out_ch
             up.append(nnx.List(level))
-            upsamplers.append(None if i == 0 else layers.Upsample(ch, opts, rngs))
+            upsamplers.append(None if i == 0 else blocks.Upsample(ch, opts, rngs))
         self.up_blocks = nnx.List(up)
         self.upsamplers = nnx.List(upsamplers)
 
-        self.conv_norm_out = layers.GroupNorm(ch, opts)
+        self.conv_norm_out = layers.GroupNorm(ch, opts, rngs)
         self.conv_out = layers.conv(ch, cfg.out_channels, opts, rngs, zero_init=cfg.zero_init)
 
     def embed(self, t: Array, num_frames: int, cond: dict | None) -> Array:
         """Per-frame embedding `[B, N, D]`: timestep + frame index + class."""
         dim = self.cfg.channels * self.cfg.channel_mult[0]
         dtype = self.cfg.opts().dtype
-        sinus = layers.timestep_embedding(t, dim, self.cfg.flip_sin_to_cos, self.cfg.freq_shift)
+        sinus = blocks.timestep_embedding(t, dim, self.cfg.flip_sin_to_cos, self.cfg.freq_shift)
         emb = self.time_embedding(sinus.astype(dtype))[:, None, :]
         if self.frame_embedding is not None:
-            frames = layers.timestep_embedding(
+            frames = blocks.timestep_embedding(
                 jnp.arange(num_frames), dim, self.cfg.flip_sin_to_cos
             )
             emb = emb + self.frame_embedding(frames.astype(dtype))[None]

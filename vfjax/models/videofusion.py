@@ -96,6 +96,7 @@ class VideoFusion(nnx.Module):
         cond: dict | None = None,
         dropout_rng: Array | None = None,
         frame_weights: Array | None = None,
+        base_stop_gradient: bool = True,
     ) -> tuple[Array, dict[str, Array]]:
         """The loss on clean videos `[B, N, H, W, C]` (see `decomposed.videofusion_loss`)."""
         base_fn, residual_fn = self._fns(cond, dropout_rng)
@@ -108,6 +109,7 @@ class VideoFusion(nnx.Module):
             jnp.asarray(diffusion.alphas_cumprod),
             diffusion.key_frame,
             frame_weights,
+            base_stop_gradient,
         )
 
     def image_loss(self, x0, rng, diffusion, cond=None, dropout_rng=None):

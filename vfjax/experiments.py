@@ -1,0 +1,124 @@
+"""What the experiment configs share: the paper-benchmark training setup, sweeps, and the
+parameter-matched VDM baseline of an ablation.
+
+    from vfjax import config as vfc, experiments
+
+    def get_config(arg=None):
+        c = experiments.paper_benchmark(64)
+        ...
+        return vfc.apply_variants(c, arg)
+"""
+
+import ml_collections
+
+from vfjax.config import base_config, base_unet, load_module, residual_unet
+
+# The generators of the paper-benchmark configs, by resolution (16 frames): a 2D base generator
+# and a space-time residual generator of the same widths, in the VDM family. Ours: the paper
+# does not give its networks.
+_BENCHMARK_NETWORKS = {
+    64: {
+        "channel_mult": (1, 2, 2, 2),
+        "temporal_attn_resolutions": (64, 32, 16, 8),
+        "batch_size": 64,
+    },
+    128: {
+        "channel_mult": (1, 1, 2, 2, 4),
+        "temporal_attn_resolutions": (32, 16, 8),
+        "batch_size": 32,
+    },
+}
+
+
+def paper_benchmark(resolution: int) -> ml_collections.ConfigDict:
+    """The training setup the paper-benchmark configs share at `resolution` (64 or 128): 16
+    frames, both generators 128 channels wide with attention at 16x16 and 8x8, dropout 0.1,
+    scale-shift norms; AdamW at 1e-4 after 5k warm-up steps, EMA 0.9999, 400k steps, 100-step
+    sampling. Everything but lambda = 0.5, the key frame N // 2, the stop-gradient rule and
+    DDIM/DDPM sampling is our choice (the paper states those four, not the rest)."""
+    if resolution not in _BENCHMARK_NETWORKS:
+        raise ValueError(
+            f"No benchmark setup at {resolution}; there are {sorted(_BENCHMARK_NETWORKS)}."
+        )
+    net = _BENCHMARK_NETWORKS[resolution]
+    c = base_config()
+    c.total_steps = 400_000
+    c.batch_size = net["batch_size"]
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 5_000
+    c.sample_every_steps = 20_000
+    c.data.num_frames = 16
+    c.data.resolution = resolution
+    common = dict(
+        channels=128,
+        channel_mult=net["channel_mult"],
+        num_res_blocks=2,
+        attn_resolutions=(16, 8),
+        head_dim=64,
+        dropout=0.1,
+        scale_shift=True,
+    )
+    c.model.base = base_unet(**common)
+    c.model.residual = residual_unet(
+        **common, temporal_attn_resolutions=net["temporal_attn_resolutions"]
+    )
+    c.optim.lr = 1e-4
+    c.optim.warmup_steps = 5_000
+    c.optim.ema_decay = 0.9999
+    c.sampling.num_steps = 100
+    return c
+
+
+def sweep_product(axes: dict[str, list]) -> list[dict]:
+    """Every combination of the field values in `axes`: `{'a': [1, 2], 'b': [3]}` gives
+    `[{'a': 1, 'b': 3}, {'a': 2, 'b': 3}]`."""
+    points = [{}]
+    for field, values in axes.items():
+        points = [{**p, field: v} for p in points for v in values]
+    return points
+
+
+def parameter_count(c: ml_collections.ConfigDict) -> int:
+    """Parameters of the model of config `c` (both generators), counted without allocating."""
+    from flax import nnx
+
+    from vfjax.models import init as init_lib
+    from vfjax.models import videofusion
+
+    def build(rngs):
+        return videofusion.build_model(c.model, c.data.resolution, c.data.channels, rngs=rngs)
+
+    _, abstract = init_lib.abstract_model(build)
+    return videofusion.count_params(nnx.to_pure_dict(abstract))["total"]
+
+
+def matched_vdm(c: ml_collections.ConfigDict) -> dict[str, int]:
+    """Overrides of the residual generator (`model.residual.channels`, a multiple of its group
+    count, and `model.residual.num_res_blocks`) at which the VDM baseline has about as many
+    parameters as VideoFusion (base and residual generators together) under config `c`: the
+    baseline of the same size. Depth is searched as well as width because at CPU sizes one step
+    of width (a group of channels) changes the count by half or more."""
+    target = parameter_count(c)
+    vdm = c.copy_and_resolve_references()
+    vdm.model.kind = "vdm"
+    step = vdm.model.residual.num_groups
+    best, best_gap = None, None
+    for blocks in range(c.model.residual.num_res_blocks, c.model.residual.num_res_blocks + 4):
+        for channels in range(c.model.residual.channels, 4 * c.model.residual.channels + 1, step):
+            vdm.model.residual.channels, vdm.model.residual.num_res_blocks = channels, blocks
+            gap = abs(parameter_count(vdm) - target)
+            if best_gap is None or gap < best_gap:
+                best = {"model.residual.channels": channels, "model.residual.num_res_blocks": blocks}
+                best_gap = gap
+    return best
+
+
+def load_sweep(path: str, arg: str | None = None) -> list[dict]:
+    """`get_sweep(arg)` of the config file at `path`: a list of field overrides per run."""
+    module = load_module(path)
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"{path} has no get_sweep(); it is not a sweep config.")
+    points = module.get_sweep(arg)
+    if not points or not all(isinstance(p, dict) for p in points):
+        raise ValueError(f"get_sweep() of {path} must return a non-empty list of dicts.")
+    return points
