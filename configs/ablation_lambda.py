@@ -6,11 +6,11 @@ same two networks for every lambda), and the VDM baseline of the same parameter 
     python launch/sweep.py --config=configs/ablation_lambda.py --workdir=runs/ablation --summary
 
 lambda = 0 keeps VideoFusion's networks and key frame (whose noise is the base noise alone) with
-independent residual noise elsewhere; the VDM baseline drops the base generator and widens or deepens
-its video UNet until it has as many parameters as VideoFusion's two together. The base experiment is
-the embedded default (CPU-sized); `ucf101` (after the colon) runs the same ablation on UCF101 at
-64x64. Paper finding: lambda = 0.5 beats smaller and larger shares on IS and FVD, and all beat
-independent noise (VDM).
+independent residual noise elsewhere; the VDM baseline drops the base generator and widens or
+deepens its video UNet until it has as many parameters as VideoFusion's two together. The base
+experiment is the embedded default (CPU-sized); `ucf101` (after the colon) runs the same ablation on
+UCF101 at 64x64. Paper finding: lambda = 0.5 beats smaller and larger shares on IS and FVD, and all
+beat independent noise (VDM).
 """
 
 import os

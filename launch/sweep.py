@@ -39,12 +39,6 @@ def run_name(point: dict) -> str:
     return "_".join(parts) or "base"
 
 
-def _override(field: str, value) -> str:
-    if isinstance(value, tuple | list):
-        value = "(" + ",".join(map(str, value)) + ("," if len(value) == 1 else "") + ")"
-    return f"--config.{field}={value}"
-
-
 def expand(config_arg: str, workdir: str, extra: list[str]) -> list[dict]:
     """The runs of the sweep: name, workdir, field overrides and vfjax.main arguments."""
     path, _, arg = config_arg.partition(":")
@@ -55,7 +49,7 @@ def expand(config_arg: str, workdir: str, extra: list[str]) -> list[dict]:
         fields = {f: v for f, v in point.items() if f != "_name"}
         run_dir = str(fileio.join(workdir, name))
         args = [f"--config={config_arg}", f"--workdir={run_dir}"]
-        args += [_override(f, v) for f, v in fields.items()] + list(extra)
+        args += vfc.override_flags(fields) + list(extra)
         runs.append({"name": name, "workdir": run_dir, "fields": fields, "args": args})
     names = [r["name"] for r in runs]
     if len(set(names)) != len(names):
@@ -63,12 +57,7 @@ def expand(config_arg: str, workdir: str, extra: list[str]) -> list[dict]:
     # Check every point before starting any: a bad value fails now, not hours in.
     for r in runs:
         c = vfc.load_config(path, arg or None)
-        for field, value in r["fields"].items():
-            node = c
-            *parents, leaf = field.split(".")
-            for p in parents:
-                node = node[p]
-            node[leaf] = value
+        c.update_from_flattened_dict(r["fields"])
         vfc.validate(c)
     return runs
 

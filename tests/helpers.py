@@ -32,29 +32,16 @@ TINY_FIELDS = {
 CLASS_FIELDS = {"data.cond": "class", "log_every_steps": 1}
 
 
-def set_fields(c, fields: dict):
-    for key, value in fields.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
-
-
 def tiny(**fields):
     """The tiny config, with `fields` (dotted names) set on top."""
-    return set_fields(vfc.load_config(DEFAULT, "runlocal"), {**TINY_FIELDS, **fields})
+    c = vfc.load_config(DEFAULT, "runlocal")
+    c.update_from_flattened_dict({**TINY_FIELDS, **fields})
+    return c
 
 
 def tiny_cli_args(**fields) -> list[str]:
     """The same config as vfjax.main arguments."""
-    args = [f"--config={DEFAULT}:runlocal"]
-    for key, value in {**TINY_FIELDS, **fields}.items():
-        if isinstance(value, tuple):
-            value = "(" + ",".join(map(str, value)) + ("," if len(value) == 1 else "") + ")"
-        args.append(f"--config.{key}={value}")
-    return args
+    return [f"--config={DEFAULT}:runlocal", *vfc.override_flags({**TINY_FIELDS, **fields})]
 
 
 def launch(tmp_path, name: str, num: int, args: list[str], env: dict | None = None, timeout=600):

@@ -17,8 +17,7 @@ from vfjax.data import fake_data, text
 from vfjax.diffusion import sampling
 from vfjax.models import init
 from vfjax.models import videofusion as vf
-from vfjax.models.unet2d import UNet2DConfig
-from vfjax.models.unet3d import UNet3DConfig
+from vfjax.models.architecture import UNet2DConfig, UNet3DConfig
 
 
 def _rows(workdir: str) -> list[dict]:

@@ -4,6 +4,7 @@ they claim fixed."""
 import glob
 import os
 
+import jax
 import pytest
 
 from tests.helpers import ROOT
@@ -62,3 +63,43 @@ def test_base_ablation_points():
             "optim.freeze_base": True,
         }
     ]
+
+
+@pytest.mark.parametrize("name", ["ucf101_64", "sky_128"])
+def test_pretrained_variant_takes_the_public_checkpoints_architecture_and_schedule(name):
+    from flax import nnx
+
+    from vfjax.models import init as init_lib
+    from vfjax.models import unet2d, videofusion
+    from vfjax.pretrained import presets
+
+    c = vfc.load_config(os.path.join(ROOT, "configs", f"{name}.py"), "pretrained")
+    spec = presets.get(experiments.PRETRAINED_BASES[c.data.resolution])
+    fields = spec.fields()
+    assert (c.diffusion.schedule, c.diffusion.num_timesteps) == (spec.schedule, spec.num_timesteps)
+    assert c.model.base.channels == fields["channels"]
+    assert c.model.base.channel_mult == tuple(fields["channel_mult"])
+    assert c.init.base_checkpoint and spec.name in c.init.base_conversion
+    assert c.data.resolution == (64 if name == "ucf101_64" else 128)  # the benchmark's own
+
+    # The base generator the run builds has exactly the converted checkpoint's weights, also
+    # where the checkpoint was published at another resolution (attention at the same levels).
+    from vfjax.pretrained import mapping
+
+    def shapes(build):
+        _, params = init_lib.abstract_model(build)
+        return jax.tree.map(lambda x: x.shape, nnx.to_pure_dict(params))
+
+    c.model.kind = "image"
+    run = shapes(lambda r: videofusion.build_model(c.model, c.data.resolution, 3, rngs=r))
+    published = shapes(lambda r: unet2d.UNet2D(mapping.base_config(fields), rngs=r))
+    assert run["base"] == published
+
+
+def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
+    from vfjax import main
+
+    c = vfc.load_config(os.path.join(ROOT, "configs", "ucf101_64.py"), "pretrained")
+    c.init.base_checkpoint = str(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match=r"python -m vfjax.pretrained adm --preset="):
+        main._check_base_checkpoint(c, str(tmp_path / "run"))

@@ -24,7 +24,8 @@ from guided_diffusion import script_util  # guided-diffusion-sdk: OpenAI's ADM c
 
 from vfjax import checkpointing
 from vfjax.models import init
-from vfjax.models.unet2d import UNet2D, UNet2DConfig
+from vfjax.models.architecture import UNet2DConfig
+from vfjax.models.unet2d import UNet2D
 from vfjax.pretrained import __main__ as cli_main
 from vfjax.pretrained import adm_unet, diffusers_unet, mapping, presets
 

@@ -141,19 +141,19 @@ def test_describe_records_the_protocol():
 
 
 def test_every_protocol_field_is_used_by_the_evaluation():
-    """A field the result records must be one the evaluation acts on: each is read in
-    evaluate.py (directly or through the protocol's own helpers), or is the protocol's name or
-    its comparability, which only describe it."""
+    """A field the result records must be one the evaluation acts on: each is read in the
+    evaluate mode's modules (directly or through the protocol's own helpers), or is the
+    protocol's name or its comparability, which only describe it."""
     import ast
     import dataclasses
     import inspect
 
-    from vfjax.evaluation import evaluate
+    from vfjax.evaluation import evaluate, report, streams
 
-    tree = ast.parse(inspect.getsource(evaluate))
     read = {
         node.attr
-        for node in ast.walk(tree)
+        for module in (evaluate, streams, report)
+        for node in ast.walk(ast.parse(inspect.getsource(module)))
         if isinstance(node, ast.Attribute)
         and isinstance(node.value, ast.Name)
         and node.value.id in ("protocol", "preset")

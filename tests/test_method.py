@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from vfjax.diffusion import decomposed, sampling, schedules
+from vfjax.diffusion.process import Diffusion
 from vfjax.models import videofusion
 
 N, K = 5, 2
@@ -218,7 +219,7 @@ def test_bf16_compute_runs_in_bf16():
     c.model.dtype = "bfloat16"
     model = videofusion.build_model(c.model, 16, 1, rngs=nnx.Rngs(0))
     x = jnp.zeros((2, 4, 16, 16, 1), jnp.float32)
-    diffusion = videofusion.Diffusion.create("videofusion", 4)
+    diffusion = Diffusion.create("videofusion", 4)
 
     def loss(x):
         return model.loss(x, jax.random.key(0), diffusion)[0]

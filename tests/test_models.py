@@ -10,10 +10,12 @@ import optax
 import pytest
 from flax import nnx
 
+from vfjax.diffusion.process import Diffusion
 from vfjax.models import init
 from vfjax.models import videofusion as vf
-from vfjax.models.unet2d import UNet2D, UNet2DConfig
-from vfjax.models.unet3d import UNet3D, UNet3DConfig
+from vfjax.models.architecture import UNet2DConfig, UNet3DConfig
+from vfjax.models.unet2d import UNet2D
+from vfjax.models.unet3d import UNet3D
 
 TINY = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, head_dim=8, num_groups=8)
 
@@ -145,7 +147,7 @@ def test_stop_gradient_rule():
     cfg3 = tiny3d(**one_level, temporal_attn_resolutions=(8,))
     model = init.create_model(lambda r: vf.VideoFusion(cfg2, cfg3, rngs=r), jax.random.key(2))
     n = 4
-    diffusion = vf.Diffusion.create("videofusion", n, 0.5)
+    diffusion = Diffusion.create("videofusion", n, 0.5)
     x0 = jax.random.uniform(jax.random.key(4), (2, n, 8, 8, 3), minval=-1, maxval=1)
     key = jnp.zeros((n,)).at[diffusion.key_frame].set(1.0)
     graphdef, params = nnx.split(model, nnx.Param)
@@ -210,7 +212,7 @@ def test_learns_one_tiny_video(kind):
         model = init.create_model(lambda r: vf.VDM(cfg3, rngs=r), jax.random.key(0))
     else:
         model = init.create_model(lambda r: vf.VideoFusion(cfg2, cfg3, rngs=r), jax.random.key(0))
-    diffusion = vf.Diffusion.create(kind, n, 0.5)
+    diffusion = Diffusion.create(kind, n, 0.5)
     yy, xx = np.mgrid[:s, :s]
     square = [(np.abs(xx - 2 - i) < 2) & (np.abs(yy - 3) < 2) for i in range(n)]
     video = np.where(np.stack(square), 1.0, -1.0)[None, :, :, :, None]

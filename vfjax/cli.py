@@ -28,6 +28,9 @@ class _LibraryChatter(pylogging.Filter):
 
 def quiet_libraries() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow only reads data and writes summaries here; its oneDNN kernels gain nothing and
+    # announce themselves on every start past TF_CPP_MIN_LOG_LEVEL.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_LibraryChatter())
 

@@ -16,11 +16,10 @@ from ml_collections import config_dict
 
 from vfjax import fileio
 from vfjax.data import config as data_config_lib
-from vfjax.models.unet2d import UNet2DConfig
-from vfjax.models.unet3d import UNet3DConfig
-from vfjax.models.videofusion import MODEL_KINDS
+from vfjax.models.architecture import MODEL_KINDS, UNet2DConfig, UNet3DConfig
 
-VARIANTS = ("vdm", "image", "class", "runlocal")
+# `pretrained`: the paper-benchmark configs only (`experiments.benchmark_variants`).
+VARIANTS = ("vdm", "image", "class", "runlocal", "pretrained")
 LONG_METHODS = ("continue", "shared_base")  # See vfjax/long_video.py.
 LONG_BASES = ("new", "shared")
 
@@ -142,6 +141,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.init = ml_collections.ConfigDict()
     c.init.base_checkpoint = ""  # A vfjax workdir or checkpoint directory of an image run.
+    # The command that makes `base_checkpoint` (a converted public checkpoint), named in the
+    # error when the folder is missing; set by `experiments.pretrained_base`.
+    c.init.base_conversion = ""
 
     c.eval = ml_collections.ConfigDict()
     c.eval.protocol = "stylegan_v"  # Follows the run's resolution; configs at 128 use "tats".
@@ -217,6 +219,8 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
     """Applies the words and `field=value` pairs of `arg` (see the module docstring)."""
     words, pairs = parse_arg(arg)
+    if "pretrained" in words:
+        raise ValueError("The `pretrained` variant belongs to the paper-benchmark configs.")
     if "vdm" in words:
         c.model.kind = "vdm"
     if "image" in words:
@@ -244,6 +248,18 @@ def _set_field(c: ml_collections.ConfigDict, dotted: str, value: str) -> None:
         node[leaf] = type(current)(float(value)) if isinstance(current, int) else float(value)
     else:
         node[leaf] = value
+
+
+def override_flags(overrides: dict) -> list[str]:
+    """`vfjax.main` flags `--config.FIELD=VALUE` that set `{field: value}` (dotted names); a
+    tuple is written `(a,b,)`, which the flag parser reads back as a tuple."""
+    return [f"--config.{field}={_flag_value(value)}" for field, value in overrides.items()]
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, tuple | list):
+        return "(" + ",".join(map(str, value)) + ("," if len(value) == 1 else "") + ")"
+    return str(value)
 
 
 def validate(

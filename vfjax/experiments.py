@@ -11,7 +11,14 @@ parameter-matched VDM baseline of an ablation.
 
 import ml_collections
 
-from vfjax.config import base_config, base_unet, load_module, residual_unet
+from vfjax.config import (
+    apply_variants,
+    base_config,
+    base_unet,
+    load_module,
+    parse_arg,
+    residual_unet,
+)
 
 # The generators of the paper-benchmark configs, by resolution (16 frames): a 2D base generator
 # and a space-time residual generator of the same widths, in the VDM family. Ours: the paper
@@ -69,6 +76,59 @@ def paper_benchmark(resolution: int) -> ml_collections.ConfigDict:
     return c
 
 
+# The public unconditional image checkpoint that fits each benchmark resolution. At 128 there is
+# none trained at 128 (guided-diffusion's 128x128 model is class-conditional on ImageNet): the
+# 256x256 unconditional ADM runs at 128 (a convolutional network; its attention then sits at the
+# same levels, i.e. at half the resolutions it was published with). Ours, not the paper's: the
+# paper's base generator is a pretrained image model it does not name for these benchmarks.
+PRETRAINED_BASES = {
+    64: "improved-diffusion/imagenet64_uncond_100M_1500K",
+    128: "guided-diffusion/256x256_diffusion_uncond",
+}
+
+
+def pretrained_base(
+    c: ml_collections.ConfigDict, preset: str | None = None, folder: str | None = None
+) -> ml_collections.ConfigDict:
+    """`c` with its base generator replaced by the public checkpoint `preset` (by default the
+    one of `PRETRAINED_BASES` at `c`'s resolution): the checkpoint's base architecture, noise
+    schedule and timestep count, `init.base_checkpoint = folder` (default `runs/base/<name>`)
+    and, in `init.base_conversion`, the command that makes that folder from the published file.
+    A checkpoint of another resolution runs at `c`'s with its attention at the same levels."""
+    from vfjax.pretrained import presets
+
+    resolution = c.data.resolution
+    spec = presets.get(preset or PRETRAINED_BASES.get(resolution, ""))
+    if spec.num_classes and not c.model.num_classes:
+        raise ValueError(f"{spec.name} is class-conditional; this run is not.")
+    folder = folder or f"runs/base/{spec.name.replace('/', '_')}"
+    scale = spec.image_size // resolution if spec.image_size > resolution else 1
+    if spec.image_size % resolution:
+        raise ValueError(f"{spec.name} ({spec.image_size}px) does not run at {resolution}px.")
+    c = c.copy_and_resolve_references()
+    for field, value in presets.config_overrides(spec).items():
+        if field == "data.resolution":
+            continue
+        if field == "model.base.attn_resolutions":
+            value = tuple(r // scale for r in value)
+        c.update_from_flattened_dict({field: value})
+    c.init.base_checkpoint = folder
+    c.init.base_conversion = (
+        f"python -m vfjax.pretrained {spec.format} --preset={spec.name} "
+        f"--src={spec.files[-1]} --out={folder}  (download: {spec.url})"
+    )
+    return c
+
+
+def benchmark_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """`config.apply_variants` plus the benchmark configs' own word, `pretrained` (the base
+    generator from the public checkpoint of `PRETRAINED_BASES`, see `pretrained_base`)."""
+    words, _ = parse_arg(arg)
+    rest = ",".join(x for x in filter(None, (arg or "").split(",")) if x.strip() != "pretrained")
+    c = apply_variants(c, rest or None)
+    return pretrained_base(c) if "pretrained" in words else c
+
+
 def sweep_product(axes: dict[str, list]) -> list[dict]:
     """Every combination of the field values in `axes`: `{'a': [1, 2], 'b': [3]}` gives
     `[{'a': 1, 'b': 3}, {'a': 2, 'b': 3}]`."""
@@ -108,7 +168,10 @@ def matched_vdm(c: ml_collections.ConfigDict) -> dict[str, int]:
             vdm.model.residual.channels, vdm.model.residual.num_res_blocks = channels, blocks
             gap = abs(parameter_count(vdm) - target)
             if best_gap is None or gap < best_gap:
-                best = {"model.residual.channels": channels, "model.residual.num_res_blocks": blocks}
+                best = {
+                    "model.residual.channels": channels,
+                    "model.residual.num_res_blocks": blocks,
+                }
                 best_gap = gap
     return best
 

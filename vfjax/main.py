@@ -33,6 +33,18 @@ flags.DEFINE_bool("print_config", False, "Print every config field and its value
 FLAGS = flags.FLAGS
 
 
+def _check_base_checkpoint(config, workdir: str) -> None:
+    """A missing `init.base_checkpoint` in one line naming the command that converts it, before
+    any long work (a run that resumes from its own checkpoints does not read it)."""
+    from vfjax import fileio
+
+    folder = config.init.base_checkpoint
+    if not folder or fileio.join(workdir, "checkpoints").exists() or fileio.path(folder).exists():
+        return
+    how = f"; make it with: {config.init.base_conversion}" if config.init.base_conversion else ""
+    raise FileNotFoundError(f"init.base_checkpoint={folder!r} does not exist{how}")
+
+
 def run(config, workdir: str | None, mode: str) -> dict:
     """Runs one mode; returns its summary (metrics, paths)."""
     from vfjax import config as config_lib
@@ -42,6 +54,8 @@ def run(config, workdir: str | None, mode: str) -> dict:
         if not workdir:
             raise ValueError(f"--workdir is required for --mode={mode}.")
         config_lib.validate(config, workdir)  # Cheap: before the modes' heavy imports.
+    if mode == "train":
+        _check_base_checkpoint(config, workdir)
     distributed.initialize()
     if mode == "prepare":
         from vfjax import data

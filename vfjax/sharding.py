@@ -39,10 +39,12 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int]:
     return data, fsdp
 
 
-def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
-    """The `('data', 'fsdp')` mesh over all devices (of all processes)."""
+def make_mesh(mesh_config=None, devices=None) -> jax.sharding.Mesh:
+    """The `('data', 'fsdp')` mesh over all devices (of all processes), its sizes from
+    `mesh_config` (`config.mesh`); None puts every device on `data` (a batch-parallel program,
+    such as a feature network's)."""
     devices = jax.devices() if devices is None else devices
-    shape = mesh_shape(mesh_config, len(devices))
+    shape = (len(devices), 1) if mesh_config is None else mesh_shape(mesh_config, len(devices))
     return jax.make_mesh(
         shape, MESH_AXES, axis_types=(AxisType.Auto, AxisType.Auto), devices=devices
     )

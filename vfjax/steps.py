@@ -11,7 +11,7 @@ import optax
 from vfjax import distributed
 from vfjax import sharding as sharding_lib
 from vfjax import state as state_lib
-from vfjax.models.videofusion import Diffusion
+from vfjax.diffusion.process import Diffusion
 
 Array = jax.Array
 
@@ -121,7 +121,7 @@ def train_step(
         return model.loss(batch["video"], loss_rng, diffusion, cond, dropout)
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
     if phase == "base_pretrain":
         # The residual generator sits out: its optimizer state (moments, step count, schedule)

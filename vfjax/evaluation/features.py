@@ -17,10 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from vfjax import distributed
-
-# The batch axes of the project mesh (DESIGN.md section 4); a mesh without them is split over all
-# of its axes.
-_BATCH_AXES = ("data", "fsdp")
+from vfjax import sharding as sharding_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +47,11 @@ jax.tree_util.register_dataclass(
 
 
 def _batch_sharding(mesh: Mesh | None) -> tuple[NamedSharding, int]:
-    """Sharding of a batch over the mesh's batch axes, and the number of batch shards."""
-    if mesh is None:
-        mesh = jax.make_mesh(
-            (jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Explicit,)
-        )
-    axes = tuple(a for a in mesh.axis_names if a in _BATCH_AXES) or tuple(mesh.axis_names)
+    """Sharding of a batch over the mesh's batch axes (`sharding.BATCH_AXES`; a mesh without
+    them is split over all of its axes), and the number of batch shards."""
+    mesh = sharding_lib.make_mesh() if mesh is None else mesh
+    axes = tuple(a for a in mesh.axis_names if a in sharding_lib.BATCH_AXES)
+    axes = axes or tuple(mesh.axis_names)
     return NamedSharding(mesh, PartitionSpec(axes)), math.prod(mesh.shape[a] for a in axes)
 
 
@@ -91,8 +87,8 @@ def extract_features(
         videos_iter: Iterable of [b, T, H, W, C] host arrays of this process's clips, as the
             network takes them (float in [-1, 1] for I3D and C3D), or of ``(clips, valid)`` pairs
             whose boolean ``valid [b]`` marks the clips to keep. Batch sizes may vary.
-        mesh: Mesh whose ``'data'``/``'fsdp'`` axes (or all axes) split the batch. Default: a 1-D
-            mesh over all devices.
+        mesh: Mesh whose ``'data'``/``'fsdp'`` axes (or all axes) split the batch. Default:
+            ``sharding.make_mesh()``, every device on ``'data'``.
         batch_size: Clips per process per step; rounded up to a multiple of this process's batch
             shards. Default: the size of the first batch, rounded up the same way.
         total: Expected number of clips over all processes, for the progress bar only.

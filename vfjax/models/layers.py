@@ -13,6 +13,7 @@ see `[B, N, H, W, C]` and reshape (never transpose) to reach the axis they work 
 
 import dataclasses
 
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -34,6 +35,18 @@ class LayerOpts:
     # 'native': XLA's convolution and its gradients. 'matmul_wgrad': the kernel gradient as one
     # matmul per kernel tap (`vfjax.models.wgrad`), several times faster on XLA:CPU.
     conv_impl: str = "native"
+
+
+def layer_opts(cfg) -> LayerOpts:
+    """The numerics of a generator's architecture (`UNet2DConfig` or `UNet3DConfig`)."""
+    return LayerOpts(
+        dtype=jnp.dtype(cfg.dtype),
+        param_dtype=jnp.dtype(cfg.param_dtype),
+        num_groups=cfg.num_groups,
+        norm_eps=cfg.norm_eps,
+        attention_impl=cfg.attention_impl,
+        conv_impl=wgrad.default_conv_impl() if cfg.conv_impl == "auto" else cfg.conv_impl,
+    )
 
 
 def _norm_metadata() -> dict:
@@ -158,9 +171,6 @@ class GroupNorm(nnx.GroupNorm):
 
 def resample_2x(x: Array, direction: str) -> Array:
     """`[M, H, W, C]` halved by 2x2 average pooling ('down') or doubled by nearest ('up')."""
-    m, h, w, c = x.shape
     if direction == "down":
-        return x.reshape(m, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4)).astype(x.dtype)
-    return jnp.broadcast_to(x[:, :, None, :, None, :], (m, h, 2, w, 2, c)).reshape(
-        m, 2 * h, 2 * w, c
-    )
+        return einops.reduce(x, "m (h 2) (w 2) c -> m h w c", "mean").astype(x.dtype)
+    return einops.repeat(x, "m h w c -> m (h 2) (w 2) c")

@@ -5,58 +5,15 @@ attention and a downsampler, a middle block, up levels with one extra residual b
 skip connections), so public image-diffusion checkpoints convert onto it by renaming.
 """
 
-import dataclasses
-
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vfjax.models import attention, blocks, layers, wgrad
+from vfjax.models import attention, blocks, layers
+from vfjax.models.architecture import UNet2DConfig
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class UNet2DConfig:
-    """Architecture of the base generator; defaults give a small DDPM-style UNet."""
-
-    image_size: int = 64
-    in_channels: int = 3
-    out_channels: int = 3
-    channels: int = 128  # model width: the timestep embedding's; level i has channels * mult[i]
-    channel_mult: tuple[float, ...] = (1, 2, 2, 2)  # whole, except ADM-512's leading 0.5
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (16,)
-    mid_attention: bool = True
-    attn_type: str = "block"  # 'block' (ADM-style) or 'transformer'
-    head_dim: int = 64
-    num_heads: int = 0  # > 0: this many heads in every attention layer (overrides head_dim)
-    dropout: float = 0.0
-    scale_shift: bool = False  # ADM's use_scale_shift_norm
-    resblock_updown: bool = False  # resample with residual blocks (ADM's resblock_updown)
-    downsample_padding: int = 1  # 0: the original DDPM's bottom/right-only pad (see Downsample)
-    zero_init: bool = True  # zero the last layer of every residual branch
-    flip_sin_to_cos: bool = True
-    freq_shift: float = 0.0
-    timestep_scale: float = 1.0  # the network sees t * this (improved-diffusion: 1000 / T)
-    num_groups: int = 32
-    norm_eps: float = 1e-5
-    num_classes: int = 0  # > 0: class embedding (index num_classes is the null class)
-    text_dim: int = 0  # > 0: cross-attention to text embeddings of this width
-    dtype: str = "bfloat16"
-    param_dtype: str = "float32"
-    attention_impl: str | None = None
-    conv_impl: str = "auto"  # 'auto', 'native' or 'matmul_wgrad' (see layers.LayerOpts)
-
-    def opts(self) -> layers.LayerOpts:
-        return layers.LayerOpts(
-            dtype=jnp.dtype(self.dtype),
-            param_dtype=jnp.dtype(self.param_dtype),
-            num_groups=self.num_groups,
-            norm_eps=self.norm_eps,
-            attention_impl=self.attention_impl,
-            conv_impl=wgrad.default_conv_impl() if self.conv_impl == "auto" else self.conv_impl,
-        )
 
 
 def _attention(cfg, channels: int, opts, rngs, context_dim: int | None) -> nnx.Module:
@@ -108,8 +65,8 @@ class Level(nnx.Module):
     def block(self, j: int, x: Array, emb: Array, context, rngs) -> Array:
         x = self.resnets[j](x, emb, rngs)
         if self.attentions is not None:
-            m, h, w, c = x.shape
-            x = self.attentions[j](x.reshape(m, h * w, 1, c), context).reshape(x.shape)
+            tokens = einops.rearrange(x, "m h w c -> m (h w) 1 c")
+            x = self.attentions[j](tokens, context).reshape(x.shape)
         return x
 
 
@@ -118,7 +75,8 @@ class UNet2D(nnx.Module):
 
     def __init__(self, cfg: UNet2DConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        opts = cfg.opts()
+        opts = layers.layer_opts(cfg)
+        self.dtype = opts.dtype
         chs = [int(cfg.channels * m) for m in cfg.channel_mult]
         if any(c != cfg.channels * m for c, m in zip(chs, cfg.channel_mult, strict=True)):
             raise ValueError(
@@ -178,7 +136,7 @@ class UNet2D(nnx.Module):
         emb = blocks.timestep_embedding(
             t, self.cfg.channels, self.cfg.flip_sin_to_cos, self.cfg.freq_shift
         )
-        emb = self.time_embedding(emb.astype(self.cfg.opts().dtype))
+        emb = self.time_embedding(emb.astype(self.dtype))
         if self.class_embedding is not None:
             labels = cond["label"] if cond is not None else None
             if labels is None:
@@ -194,7 +152,7 @@ class UNet2D(nnx.Module):
         with jax.named_scope("base_generator"):
             emb = self.embed(t, cond)
             context = None if cond is None else cond.get("text")
-            h = self.conv_in(x.astype(self.cfg.opts().dtype))
+            h = self.conv_in(x.astype(self.dtype))
             skips = [h]
             for level in self.down_blocks:
                 for j in range(len(level.resnets)):
@@ -205,8 +163,8 @@ class UNet2D(nnx.Module):
                     skips.append(h)
             h = self.mid_resnet_1(h, emb, rngs)
             if self.mid_attention is not None:
-                m, hh, ww, c = h.shape
-                h = self.mid_attention(h.reshape(m, hh * ww, 1, c), context).reshape(h.shape)
+                tokens = einops.rearrange(h, "m h w c -> m (h w) 1 c")
+                h = self.mid_attention(tokens, context).reshape(h.shape)
             h = self.mid_resnet_2(h, emb, rngs)
             for level in self.up_blocks:
                 for j in range(len(level.resnets)):

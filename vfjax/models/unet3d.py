@@ -3,65 +3,22 @@
 Activations stay `[B, N, H, W, C]`. Spatial layers (3x3 convolutions, spatial attention,
 resampling) see `[B * N, H, W, C]`; temporal convolutions see `[B, N, H * W, C]` with a `(3, 1)`
 kernel; temporal attention sees tokens `[B, N, H * W, C]` with the positions folded into the
-attention heads. All of these are reshapes of the same buffer, never transposes.
+attention heads. All of these are reshapes of the same buffer, never transposes (the einops
+patterns below group neighbouring axes and never reorder them).
 
 The frame index enters through a sinusoidal embedding added, per frame, to the timestep
 embedding that every residual block receives.
 """
 
-import dataclasses
-
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vfjax.models import attention, blocks, layers, wgrad
+from vfjax.models import attention, blocks, layers
+from vfjax.models.architecture import UNet3DConfig
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class UNet3DConfig:
-    """Architecture of the residual generator (and of the VDM baseline's only network)."""
-
-    image_size: int = 64
-    in_channels: int = 3
-    out_channels: int = 3
-    channels: int = 128
-    channel_mult: tuple[int, ...] = (1, 2, 2, 2)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (16, 8)  # spatial attention
-    temporal_attn_resolutions: tuple[int, ...] = (64, 32, 16, 8)
-    mid_attention: bool = True
-    attn_type: str = "block"  # 'block' (ADM-style) or 'transformer' (diffusers-style, with FF)
-    temporal_input_attention: bool = False  # a temporal transformer right after conv_in
-    temporal_input_dim: int = 0  # its width (0: the first level's channels)
-    head_dim: int = 64
-    temporal_conv_layers: int = 2  # convolutions in each temporal conv block; 0 disables them
-    frame_embedding: bool = True
-    dropout: float = 0.0
-    scale_shift: bool = False
-    zero_init: bool = True
-    flip_sin_to_cos: bool = True
-    freq_shift: float = 0.0
-    num_groups: int = 32
-    norm_eps: float = 1e-5
-    num_classes: int = 0
-    text_dim: int = 0
-    dtype: str = "bfloat16"
-    param_dtype: str = "float32"
-    attention_impl: str | None = None
-    conv_impl: str = "auto"  # 'auto', 'native' or 'matmul_wgrad' (see layers.LayerOpts)
-
-    def opts(self) -> layers.LayerOpts:
-        return layers.LayerOpts(
-            dtype=jnp.dtype(self.dtype),
-            param_dtype=jnp.dtype(self.param_dtype),
-            num_groups=self.num_groups,
-            norm_eps=self.norm_eps,
-            attention_impl=self.attention_impl,
-            conv_impl=wgrad.default_conv_impl() if self.conv_impl == "auto" else self.conv_impl,
-        )
 
 
 class TemporalConv(nnx.Module):
@@ -85,8 +42,7 @@ class TemporalConv(nnx.Module):
 
     def __call__(self, x: Array, rngs: nnx.Rngs | None = None) -> Array:
         """x `[B, N, H, W, C]`."""
-        b, n, h, w, c = x.shape
-        y = x.reshape(b, n, h * w, c)
+        y = einops.rearrange(x, "b n h w c -> b n (h w) c")
         for i, (norm, conv) in enumerate(zip(self.norms, self.convs, strict=True)):
             y = norm(y, act=True)
             if i > 0:
@@ -129,25 +85,23 @@ class VideoBlock(nnx.Module):
 
     def __call__(self, x: Array, emb: Array, context, rngs) -> Array:
         """x `[B, N, H, W, C]`, emb `[B * N, D]`, context `[B, S, Dc]` or None."""
-        b, n, h, w, _ = x.shape
-        y = self.resnet(x.reshape((b * n,) + x.shape[2:]), emb, rngs)
-        y = y.reshape(b, n, h, w, -1)
+        y = _frames_apply(lambda frames: self.resnet(frames, emb, rngs), x)
         if self.temporal_conv is not None:
             y = self.temporal_conv(y, rngs)
-        c = y.shape[-1]
         if self.spatial_attention is not None:
-            ctx = None if context is None else jnp.repeat(context, n, axis=0)
-            y = self.spatial_attention(y.reshape(b * n, h * w, 1, c), ctx).reshape(y.shape)
+            ctx = None if context is None else jnp.repeat(context, x.shape[1], axis=0)
+            tokens = einops.rearrange(y, "b n h w c -> (b n) (h w) 1 c")
+            y = self.spatial_attention(tokens, ctx).reshape(y.shape)
         if self.temporal_attention is not None:
-            y = self.temporal_attention(y.reshape(b, n, h * w, c)).reshape(y.shape)
+            tokens = einops.rearrange(y, "b n h w c -> b n (h w) c")
+            y = self.temporal_attention(tokens).reshape(y.shape)
         return y
 
 
 def _frames_apply(fn, x: Array) -> Array:
     """Applies a per-image layer to every frame of `[B, N, H, W, C]`."""
-    b, n = x.shape[:2]
-    y = fn(x.reshape((b * n,) + x.shape[2:]))
-    return y.reshape((b, n) + y.shape[1:])
+    y = fn(einops.rearrange(x, "b n h w c -> (b n) h w c"))
+    return einops.rearrange(y, "(b n) h w c -> b n h w c", b=x.shape[0])
 
 
 class UNet3D(nnx.Module):
@@ -155,7 +109,8 @@ class UNet3D(nnx.Module):
 
     def __init__(self, cfg: UNet3DConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        opts = cfg.opts()
+        opts = layers.layer_opts(cfg)
+        self.dtype = opts.dtype
         chs = [cfg.channels * m for m in cfg.channel_mult]
         emb_dim = 4 * chs[0]
         self.conv_in = layers.conv(cfg.in_channels, chs[0], opts, rngs)
@@ -231,14 +186,13 @@ class UNet3D(nnx.Module):
     def embed(self, t: Array, num_frames: int, cond: dict | None) -> Array:
         """Per-frame embedding `[B, N, D]`: timestep + frame index + class."""
         dim = self.cfg.channels * self.cfg.channel_mult[0]
-        dtype = self.cfg.opts().dtype
         sinus = blocks.timestep_embedding(t, dim, self.cfg.flip_sin_to_cos, self.cfg.freq_shift)
-        emb = self.time_embedding(sinus.astype(dtype))[:, None, :]
+        emb = self.time_embedding(sinus.astype(self.dtype))[:, None, :]
         if self.frame_embedding is not None:
             frames = blocks.timestep_embedding(
                 jnp.arange(num_frames), dim, self.cfg.flip_sin_to_cos
             )
-            emb = emb + self.frame_embedding(frames.astype(dtype))[None]
+            emb = emb + self.frame_embedding(frames.astype(self.dtype))[None]
         if self.class_embedding is not None:
             labels = None if cond is None else cond.get("label")
             if labels is None:
@@ -252,13 +206,12 @@ class UNet3D(nnx.Module):
         """Args: x `[B, N, H, W, C]`; t `[B]`; cond {'label': [B], 'text': [B, S, D]} or None; rngs
         for dropout (None: deterministic). Returns float32 `[B, N, H, W, out_channels]`."""
         with jax.named_scope("residual_generator"):
-            b, n = x.shape[:2]
-            emb = self.embed(t, n, cond).reshape(b * n, -1)
+            emb = einops.rearrange(self.embed(t, x.shape[1], cond), "b n d -> (b n) d")
             context = None if cond is None else cond.get("text")
-            h = _frames_apply(self.conv_in, x.astype(self.cfg.opts().dtype))
+            h = _frames_apply(self.conv_in, x.astype(self.dtype))
             if self.input_attention is not None:
-                c = h.shape[-1]
-                h = self.input_attention(h.reshape(b, n, -1, c)).reshape(h.shape)
+                tokens = einops.rearrange(h, "b n h w c -> b n (h w) c")
+                h = self.input_attention(tokens).reshape(h.shape)
             skips = [h]
             for level, down in zip(self.down_blocks, self.downsamplers, strict=True):
                 for blk in level:

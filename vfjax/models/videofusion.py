@@ -3,54 +3,23 @@ baseline (the residual architecture alone, independent noise), and the base gene
 an image diffusion model (for pretraining it).
 
 Each model exposes `loss(...)` and `sample(...)` over the pure diffusion functions, with the
-noise schedule, the per-frame base shares and the key frame held in a `Diffusion` value.
+noise schedule, the per-frame base shares and the key frame held in a `Diffusion` value
+(`vfjax.diffusion.process`).
 """
 
-import dataclasses
-from typing import Any
-
+import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vfjax.diffusion import decomposed, sampling, schedules
-from vfjax.models.unet2d import UNet2D, UNet2DConfig
-from vfjax.models.unet3d import UNet3D, UNet3DConfig
+from vfjax.diffusion import decomposed, sampling
+from vfjax.diffusion.process import Diffusion
+from vfjax.models.architecture import MODEL_KINDS, UNet2DConfig, UNet3DConfig
+from vfjax.models.unet2d import UNet2D
+from vfjax.models.unet3d import UNet3D
 
 Array = jax.Array
-MODEL_KINDS = ("videofusion", "vdm", "image")
-
-
-@dataclasses.dataclass(frozen=True)
-class Diffusion:
-    """Constants of the decomposed process: alpha-bar `[T]`, base shares `[N]`, key frame."""
-
-    alphas_cumprod: np.ndarray
-    lambdas: np.ndarray
-    key_frame: int
-
-    @classmethod
-    def create(
-        cls,
-        kind: str,
-        num_frames: int,
-        lam: Any = 0.5,
-        key_frame: int | None = None,
-        schedule: str = "linear",
-        num_timesteps: int = 1000,
-    ) -> "Diffusion":
-        """VideoFusion shares (`lam`, key frame 1) or the VDM baseline's zeros."""
-        k = decomposed.key_frame_index(num_frames, key_frame)
-        if kind == "vdm":
-            lambdas = decomposed.independent_lambdas(num_frames)
-        else:
-            lambdas = decomposed.frame_lambdas(num_frames, lam, k)
-        return cls(schedules.make_schedule(schedule, num_timesteps), np.asarray(lambdas), k)
-
-    @property
-    def num_timesteps(self) -> int:
-        return int(self.alphas_cumprod.shape[0])
 
 
 def _dropout_rngs(rng: Array | None) -> nnx.Rngs | None:
@@ -61,8 +30,8 @@ def _frames_as_images_loss(base, x0, rng, diffusion, cond, dropout_rng):
     """The image-diffusion loss of `base` with every frame of `x0 [B, N, H, W, C]` as an image
     (each with its own noise): how the base generator is trained alone."""
     rngs = _dropout_rngs(dropout_rng)
-    b, n = x0.shape[:2]
-    images = x0.reshape((b * n,) + x0.shape[2:])
+    n = x0.shape[1]
+    images = einops.rearrange(x0, "b n h w c -> (b n) h w c")
     if cond is not None:
         cond = jax.tree.map(lambda c: jnp.repeat(c, n, axis=0), cond)
     return decomposed.image_loss(

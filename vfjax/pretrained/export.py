@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 
 from vfjax import checkpointing, fileio
+from vfjax import config as config_lib
 from vfjax.pretrained import adm_unet, diffusers_unet, mapping, presets
 from vfjax.pretrained.mapping import require
 
@@ -73,7 +74,7 @@ def convert(fmt: str, src: str, out: str, flags: str = "", preset: str = "") -> 
         },
     )
     fileio.write_text(
-        fileio.join(out, "base_flags.txt"), " ".join(mapping.config_flags(overrides)) + "\n"
+        fileio.join(out, "base_flags.txt"), " ".join(config_lib.override_flags(overrides)) + "\n"
     )
     count = sum(np.size(x) for x in jax.tree.leaves(params))
     print(f"Wrote {root} ({count / 1e6:.1f}M parameters).")
@@ -82,5 +83,5 @@ def convert(fmt: str, src: str, out: str, flags: str = "", preset: str = "") -> 
     if schedule[0] is None:
         print("Set diffusion.schedule and diffusion.num_timesteps to the checkpoint's own.")
     print(f"Train with --config.init.base_checkpoint={fileio.path(out)} and:")
-    print(" ".join(mapping.config_flags(overrides)))
+    print(" ".join(config_lib.override_flags(overrides)))
     return overrides

@@ -11,7 +11,8 @@ import numpy as np
 from flax import nnx, traverse_util
 
 from vfjax.models import init as init_lib
-from vfjax.models.unet2d import UNet2D, UNet2DConfig
+from vfjax.models.architecture import UNet2DConfig
+from vfjax.models.unet2d import UNet2D
 
 # `UNet2DConfig` fields a checkpoint determines, written as `model.base.*` overrides.
 ARCH_FIELDS = (
@@ -126,12 +127,6 @@ class StateDict:
         )
 
 
-def _flag_value(value) -> str:
-    if isinstance(value, tuple | list):
-        return "(" + ",".join(map(str, value)) + ("," if len(value) == 1 else "") + ")"
-    return str(value)
-
-
 def run_overrides(
     fields: dict, schedule: str | None = None, num_timesteps: int | None = None
 ) -> dict:
@@ -145,8 +140,3 @@ def run_overrides(
         overrides["diffusion.schedule"] = schedule
         overrides["diffusion.num_timesteps"] = num_timesteps
     return overrides
-
-
-def config_flags(overrides: dict) -> list[str]:
-    """`--config.FIELD=VALUE` command-line flags for config overrides."""
-    return [f"--config.{name}={_flag_value(value)}" for name, value in overrides.items()]

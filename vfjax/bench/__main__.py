@@ -1,0 +1,153 @@
+"""vfjax's benchmark command line.
+
+    python -m vfjax.bench --config=configs/ucf101_64.py [--steps=20] [--json=OUT]
+    python -m vfjax.bench suite --out=DIR [--tiny] [--cases=train_vf,sample_vf]
+    python -m vfjax.bench analyse --config=configs/ucf101_128.py --batches=16,64 [--json=OUT]
+    python -m vfjax.bench fit --out=DIR [--configs=...] [--batches=16,64] [--devices=1,8]
+    python -m vfjax.bench efficiency [--tiny] [--json=OUT]
+    python -m vfjax.bench env [--json=OUT]
+
+Without a command: run and time one config's train step and sampler (the JSON carries at least
+`step_time_s`, `videos_per_s`, `model_flops_per_step`, `achieved_tflops`, `peak_memory_bytes`,
+`device`). `suite`: every case of the GPU benchmark, each in its own process (`vfjax.bench.suite`).
+`analyse`/`fit`: FLOPs and per-device memory from compiled programs, nothing run
+(`vfjax.bench.compiled`). `efficiency`: the VideoFusion / VDM efficiency pair
+(`vfjax.bench.efficiency`). `env`: device, library versions, XLA settings.
+"""
+
+import json
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from vfjax import cli, fileio
+
+COMMANDS = ("run", "suite", "analyse", "fit", "efficiency", "env")
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.DEFINE_integer("steps", 10, "Timed train steps (after warm-up).")
+flags.DEFINE_integer("warmup", 2, "Untimed train steps.")
+flags.DEFINE_bool("train", True, "Benchmark the train step.")
+flags.DEFINE_bool("sample", True, "Benchmark the sampler (sampling.num_steps DDIM steps).")
+flags.DEFINE_integer("sample_batch", 0, "Videos per sampling call (0: sampling.batch_size).")
+flags.DEFINE_string("json", "", "Write the result as JSON to this path.")
+flags.DEFINE_string("out", "", "suite, fit: the directory of the report, logs and case results.")
+flags.DEFINE_bool("tiny", False, "suite, efficiency: every case at a toy size (CPU, minutes).")
+flags.DEFINE_list("cases", [], "suite: run only these cases (names or name prefixes).")
+flags.DEFINE_float("budget_s", 0, "suite: cases starting after this many seconds are skipped.")
+flags.DEFINE_float("case_timeout_s", 0, "suite, fit: each case's limit (0: the case's own).")
+flags.DEFINE_string("peer_dir", "../shared/peer", "suite: the peer's scripts (torch, diffusers).")
+flags.DEFINE_string("compilation_cache", "", "suite: JAX's persistent compilation cache dir.")
+flags.DEFINE_list("batches", ["16", "64"], "analyse, fit: global batch sizes.")
+flags.DEFINE_list("configs", ["configs/ucf101_64.py", "configs/ucf101_128.py"], "fit: the configs.")
+flags.DEFINE_list("devices", ["1", "8"], "fit: device counts (fake CPU devices, mesh on fsdp).")
+FLAGS = flags.FLAGS
+
+
+def _ints(values: list[str], flag: str) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--{flag} takes integers, got {','.join(values)!r}.") from None
+
+
+def _need_config(command: str):
+    if FLAGS.config is None:
+        raise ValueError(f"`{command}` needs --config=configs/NAME.py[:VARIANTS].")
+    return FLAGS.config
+
+
+def _need_out(command: str) -> str:
+    if not FLAGS.out:
+        raise ValueError(f"`{command}` needs --out=DIR (the report goes there).")
+    return FLAGS.out
+
+
+def _write_json(result) -> None:
+    if FLAGS.json:
+        text = json.dumps(result, indent=2, default=lambda x: np.asarray(x).tolist())
+        fileio.write_text(FLAGS.json, text)
+
+
+def run_command(command: str):
+    """Runs `command`; returns what it prints and what its --json holds."""
+    if command == "suite":
+        from vfjax.bench import report as report_lib
+        from vfjax.bench import suite
+
+        report = suite.run_suite(
+            _need_out(command),
+            tiny=FLAGS.tiny,
+            only=FLAGS.cases,
+            budget_s=FLAGS.budget_s,
+            timeout_s=FLAGS.case_timeout_s,
+            peer_dir=FLAGS.peer_dir,
+            compilation_cache=FLAGS.compilation_cache,
+        )
+        return report_lib.markdown(report), report
+    if command == "fit":
+        from vfjax.bench import compiled
+
+        rows = compiled.fit(
+            FLAGS.configs,
+            _ints(FLAGS.batches, "batches"),
+            _ints(FLAGS.devices, "devices"),
+            _need_out(command),
+            FLAGS.case_timeout_s or 3600,
+        )
+        return compiled.fit_table(rows), rows
+    if command == "efficiency":
+        from vfjax.bench import efficiency
+
+        result = efficiency.run(tiny=FLAGS.tiny)
+        return efficiency.markdown(result), result
+
+    # The commands below use this process's devices.
+    from vfjax import distributed
+
+    distributed.initialize()
+    if command == "env":
+        from vfjax.bench import measure
+
+        result = measure.environment()
+        return json.dumps(result), result
+    if command == "analyse":
+        from vfjax.bench import compiled
+
+        batches = _ints(FLAGS.batches, "batches")
+        rows = compiled.analyse_batches(_need_config(command), batches)
+        return compiled.fit_table([{"config": "", "status": "ok", **r} for r in rows]), rows
+    from vfjax.bench import measure
+
+    result = measure.run(
+        _need_config("python -m vfjax.bench"),
+        FLAGS.steps,
+        FLAGS.warmup,
+        FLAGS.train,
+        FLAGS.sample,
+        FLAGS.sample_batch,
+    )
+    return measure.report(result), result
+
+
+def main(argv) -> None:
+    if len(argv) > 2 or (len(argv) == 2 and argv[1] not in COMMANDS):
+        raise app.UsageError(
+            f"Unknown command {' '.join(argv[1:])!r}; the commands are {', '.join(COMMANDS)}."
+        )
+    command = argv[1] if len(argv) == 2 else "run"
+    cli.quiet_libraries()
+    text, result = cli.run_guarded(run_command, command)
+    if command in ("run", "env", "analyse"):  # These use JAX here, maybe on several processes.
+        from vfjax import distributed
+
+        if not distributed.is_main():
+            return
+    # `suite` and `fit` leave the devices to their cases: JAX's backend is not started here.
+    print(text)
+    _write_json(result)
+
+
+if __name__ == "__main__":
+    app.run(main)
