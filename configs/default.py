@@ -6,7 +6,8 @@ moving and bouncing to `WORKDIR/samples/`:
     python -m vfjax.main --config=configs/default.py --workdir=runs/default
 
 Variants (after a colon): `vdm` (the VDM baseline, same residual network), `class`
-(class-conditional on the shape kind, with guidance), `runlocal` (a smoke run of about a minute, mostly compiling).
+(class-conditional on the shape kind, with guidance), `runlocal` (a smoke
+run of about a minute, mostly compiling).
 Target: no published number; the samples show recognisable shapes moving smoothly.
 """
 
