@@ -27,28 +27,28 @@ class JsonlWriter(metric_writers.MetricWriter):
         row.update({k: float(np.asarray(v)) for k, v in scalars.items()})
 
     def write_summaries(self, step, values, metadata=None):
-        pass
+        return None  # The JSONL file keeps scalars only (clu's MetricWriter asks for all).
 
     def write_images(self, step, images):
-        pass
+        return None  # The JSONL file keeps scalars only (clu's MetricWriter asks for all).
 
     def write_videos(self, step, videos):
-        pass
+        return None  # The JSONL file keeps scalars only (clu's MetricWriter asks for all).
 
     def write_audios(self, step, audios, *, sample_rate):
-        pass
+        return None  # The JSONL file keeps scalars only (clu's MetricWriter asks for all).
 
     def write_texts(self, step, texts):
-        pass
+        return None  # The JSONL file keeps scalars only (clu's MetricWriter asks for all).
 
     def write_histograms(self, step, arrays, num_buckets=None):
-        pass
+        return None  # The JSONL file keeps scalars only (clu's MetricWriter asks for all).
 
     def write_pointcloud(self, step, point_clouds, *, point_colors=None, configs=None):
-        pass
+        return None  # The JSONL file keeps scalars only (clu's MetricWriter asks for all).
 
     def write_hparams(self, hparams):
-        pass
+        return None  # The JSONL file keeps scalars only (clu's MetricWriter asks for all).
 
     def flush(self) -> None:
         if self._rows:
