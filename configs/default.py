@@ -50,8 +50,16 @@ def get_config(arg=None):
         num_groups=8,
     )
 
+    # The residual generator sees the base generator's estimate of the key frame (not the
+    # paper's near-zero latent there): the key frame's jump out of the clip fell from 2.45 to 1.50
+    # (PERFORMANCE.md, "Quality: the key-frame flicker"); the paper's configs keep 'latent'.
+    c.diffusion.key_input = "x0"
+
     c.optim.lr = 3e-3
     c.optim.warmup_steps = 50
+    # Cosine decay to 0: the EMA and the raw parameters then agree, and the frames' brightness
+    # matches the data's (with a constant rate the EMA's frames came out greyer).
+    c.optim.schedule = "cosine"
     c.optim.ema_decay = 0.99  # A short run: average over the last ~100 steps.
 
     # DDPM-like sampling (eta = 1, 100 steps): after these 1000 steps, deterministic DDIM

@@ -1,29 +1,15 @@
-"""Sky Time-lapse, unconditional, 16 frames at 128x128.
+"""Sky Time-lapse, unconditional, 16 frames at 128x128. Target (paper): FVD 47.0, KVD 5.3.
 
-Prepare the data set once (the MDGAN layout: sky_train/ and sky_test/ folders of frames), then
-train:
+The data set is prepared once from the MDGAN layout (sky_train/ and sky_test/ folders of
+frames):
 
     python -m vfjax.main --config=configs/sky_128.py --workdir=runs/sky_128 --mode=prepare \
         --config.data.manual_dir=/data/sky_timelapse --config.data.data_dir=/data/tfds
     python -m vfjax.main --config=configs/sky_128.py --workdir=runs/sky_128 \
         --config.data.data_dir=/data/tfds
 
-Variants: `vdm` (VDM baseline, same residual network), `runlocal` (CPU smoke run on the same
-data). Target (paper): FVD 47.0, KVD 5.3.
-
-`pretrained` (after the colon, with any of the others): the base generator is the public
-checkpoint `256x256_diffusion_uncond`, converted once with the command the run's error names.
-
-Known from the paper: decomposed noise with lambda = 0.5 for non-key frames (its ablation's best),
-key frame N // 2, stop-gradient joint training, DDIM/DDPM sampling, a base generator that may be a
-pretrained image model. Ours, not the paper's (`experiments.paper_benchmark`):
-- both generators: 128 channels, multipliers (1, 1, 2, 2, 4), 2 residual blocks per level, spatial
-  attention at 16x16 and 8x8 with 64-channel heads, dropout 0.1, scale-shift norms;
-- AdamW at 1e-4 after 5k warm-up steps, EMA 0.9999, batch 32, 400k steps, the linear 1000-step
-  noise schedule, 100 sampling steps;
-- with `pretrained`: the checkpoint 256x256_diffusion_uncond (guided-diffusion: linear
-  schedule, 1000 steps), run at 128 with its attention at the same levels;
-- the evaluation protocol and real-data split named below.
+After the colon: `vdm`, `runlocal`, `pretrained` (`experiments.benchmark_variants`). What the
+paper states and what we chose where it is silent: `experiments.paper_benchmark`.
 """
 
 from vfjax import experiments

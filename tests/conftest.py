@@ -37,15 +37,16 @@ def class_run(tmp_path_factory) -> str:
 
 # Under pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml), each module's tests run on
 # one worker, in order, so module fixtures are built once; tests marked with a shared
-# `xdist_group` (the two that compile the default config) run on the same worker, where the second
-# finds the first one's programs in the compilation cache. The longest modules start first so
-# that neither worker is left alone with one at the end.
+# `xdist_group` (those sharing the `class_run` fixture) run on the same worker, and a test marked
+# with a group of its own (the multi-process preemption test) may run beside the rest of its
+# module. The longest modules start first so that neither worker is left alone with one at the
+# end.
 _LONGEST_FIRST = (
-    "tests.test_train",
-    "tests.test_multiprocess",
-    "tests.test_conditioning",
-    "tests.test_evaluate",
-    "tests.test_models",
+    "test_train",
+    "test_multiprocess",
+    "test_conditioning",
+    "test_evaluate",
+    "test_models",
 )
 
 
@@ -55,7 +56,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
     def rank(item):
-        name = item.module.__name__
+        # `tests/` is not a package: pytest imports `tests/test_train.py` as `test_train`.
+        name = item.module.__name__.rpartition(".")[2]
         return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
 
     items.sort(key=rank)

@@ -36,14 +36,15 @@ def test_flop_counter_known_answers():
     assert flops.model_flops(loop, jnp.ones((3, 4))) == 7 * 2 * 3 * 4 * 4
 
 
-@pytest.mark.xdist_group("default_config")
 def test_bench_default_config_on_cpu(tmp_path):
+    # `runlocal`: the default's smoke size (the full default compiles for a minute; the README
+    # command test compiles it already).
     out = tmp_path / "bench.json"
     cmd = [
         sys.executable,
         "-m",
         "vfjax.bench",
-        f"--config={DEFAULT}",
+        f"--config={DEFAULT}:runlocal",
         "--steps=2",
         "--warmup=1",
         f"--json={out}",

@@ -32,17 +32,16 @@ def test_vdm_baseline_of_the_ablation_matches_videofusion_parameter_count():
     path = os.path.join(ROOT, "configs", "ablation_lambda.py")
     c = vfc.load_config(path)
     vf = experiments.parameter_count(c)
-    (vdm_point,) = [p for p in experiments.load_sweep(path) if p.get("model.kind") == "vdm"]
+    sweep = experiments.load_sweep(path)  # Searches the matched baseline: seconds.
+    (vdm_point,) = [p for p in sweep if p.get("model.kind") == "vdm"]
     vdm = c.copy_and_resolve_references()
     vdm.update_from_flattened_dict({k: v for k, v in vdm_point.items() if k[0] != "_"})
     assert vdm.model.kind == "vdm"
     assert abs(experiments.parameter_count(vdm) - vf) / vf < 0.1
     # The lambda points change the noise only: VideoFusion's networks are the same for all.
-    lams = [p["diffusion.lam"] for p in experiments.load_sweep(path) if "diffusion.lam" in p]
+    lams = [p["diffusion.lam"] for p in sweep if "diffusion.lam" in p]
     assert lams == [0.0, 0.25, 0.5, 0.75]
-    assert all(
-        set(p) == {"diffusion.lam"} for p in experiments.load_sweep(path) if "diffusion.lam" in p
-    )
+    assert all(set(p) == {"diffusion.lam"} for p in sweep if "diffusion.lam" in p)
 
 
 def test_base_ablation_points():
@@ -103,3 +102,19 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
     c.init.base_checkpoint = str(tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match=r"python -m vfjax.pretrained adm --preset="):
         main._check_base_checkpoint(c, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("diffusion.key_input", "pixels", "diffusion.key_input must be 'latent' or 'x0'"),
+        ("diffusion.key_frame_weight", 1.5, "key_frame_weight must lie in"),
+        ("optim.schedule", "linear", "optim.schedule must be"),
+    ],
+)
+def test_bad_diffusion_and_optim_fields_are_refused_by_name(field, value, message):
+    c = vfc.load_config(os.path.join(ROOT, "configs", "default.py"))
+    section, name = field.split(".")
+    c[section][name] = value
+    with pytest.raises(ValueError, match=message):
+        vfc.validate(c, with_data=False)

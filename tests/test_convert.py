@@ -22,7 +22,7 @@ from absl.testing import flagsaver
 from flax import nnx
 from guided_diffusion import script_util  # guided-diffusion-sdk: OpenAI's ADM code
 
-from vfjax import checkpointing
+from vfjax import base_checkpoint
 from vfjax.models import init
 from vfjax.models.architecture import UNet2DConfig
 from vfjax.models.unet2d import UNet2D
@@ -297,7 +297,7 @@ def test_cli_writes_a_base_checkpoint_a_run_loads(tmp_path, capsys):
     shapes = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), nnx.to_pure_dict(abstract)
     )
-    loaded = checkpointing.load_base_params(str(out), shapes)
+    loaded = base_checkpoint.load_base_params(str(out), shapes)
     expected = diffusers_unet.convert(fields, tensors)
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded), expected)
 

@@ -88,6 +88,41 @@ def test_remove_base_then_combine_gives_back_eps():
     np.testing.assert_allclose(decomposed.combine(base, residual, lambdas), eps, atol=1e-6)
 
 
+def test_key_input_x0_shows_the_key_frame_and_leaves_the_others():
+    abar, lambdas, x0, eps, base, residual, t = _setup()
+    z_t = decomposed.q_sample(x0, t, eps, abar)
+    latent = decomposed.remove_base(z_t, base, t, lambdas, abar, K, "latent")
+    shown = decomposed.remove_base(z_t, base, t, lambdas, abar, K, "x0")
+    # With the true base removed the key slot holds sqrt(abar) x0[k] (the paper's input, near zero
+    # at high noise); 'x0' shows x0[k] itself (the data lies in [-1, 1], so clipping keeps it).
+    a = jnp.sqrt(abar[t])[:, None, None, None]
+    np.testing.assert_allclose(latent[:, K], a * x0[:, K], atol=1e-5)
+    np.testing.assert_allclose(shown[:, K], x0[:, K], atol=2e-3)
+    others = np.arange(N) != K
+    np.testing.assert_array_equal(shown[:, others], latent[:, others])
+    # A poor base estimate at high noise gives a large x0 estimate: clipped to [-1, 1].
+    far = decomposed.remove_base(z_t, base + 10.0, t * 0 + 999, lambdas, abar, K, "x0")
+    assert float(jnp.max(jnp.abs(far[:, K]))) <= 1.0
+    with pytest.raises(ValueError, match="key_input"):
+        decomposed.remove_base(z_t, base, t, lambdas, abar, K, "pixels")
+
+
+def test_key_input_x0_changes_only_the_residual_generators_input():
+    abar, lambdas, x0, eps, base, residual, t = _setup()
+    z_t = decomposed.q_sample(x0, t, eps, abar)
+    seen = {}
+
+    def residual_fn(zr, tt):
+        seen["zr"] = zr
+        return residual
+
+    out = decomposed.predict_noise(
+        lambda z, tt: base[:, 0], residual_fn, z_t, t, lambdas, abar, K, "x0"
+    )
+    np.testing.assert_allclose(out[0], eps, atol=1e-5)  # The combination is unchanged.
+    np.testing.assert_allclose(seen["zr"][:, K], x0[:, K], atol=2e-3)
+
+
 def test_oracle_ddim_step_recovers_x0():
     abar, lambdas, x0, eps, base, residual, t = _setup()
     z_t = decomposed.q_sample(x0, t, eps, abar)

@@ -132,13 +132,22 @@ def _checkpoint_dirs(workdir) -> list[str]:
     return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
 
 
+# Its own xdist group: the module's two long tests can then run on both workers at once.
+@pytest.mark.xdist_group("multiprocess_preemption")
 def test_preemption_kill_inside_a_save_and_a_damaged_checkpoint_on_two_processes(tmp_path):
     """1 process trains steps 1-2; then 2 processes: SIGTERM to both mid-run (one checkpoint of
     one step, written by both), a rerun killed by SIGKILL while its last checkpoint is being
     written, a rerun after the newest checkpoint was damaged (named, set aside, the one before
     restored); 1 process finishes. The losses equal a straight 1-process run's at every step.
     (Steps on 2 processes of this CPU cost seconds each: the launches run few of them.)"""
-    fields = {"log_every_steps": 1, "checkpoint_every_steps": 3, "keep_checkpoints": 3}
+    # A constant rate after warm-up: the runs below stop at different `total_steps`, which a
+    # cosine schedule would stretch (the default's), changing every later step's rate.
+    fields = {
+        "log_every_steps": 1,
+        "checkpoint_every_steps": 3,
+        "keep_checkpoints": 3,
+        "optim.schedule": "constant",
+    }
     straight, run = str(tmp_path / "straight"), str(tmp_path / "run")
     train.train(tiny(total_steps=12, **fields), straight)
     train.train(tiny(total_steps=2, **fields), run)

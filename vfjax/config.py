@@ -86,6 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
     # The base generator learns from the key frame only (the method's rule); False: from every
     # frame (the paper's ablation of the rule).
     c.diffusion.base_stop_gradient = True
+    # What the residual generator sees at the key frame: 'latent' (the paper's: the latent with
+    # the base removed, near zero at high noise) or 'x0' (the base generator's clipped estimate
+    # of the key frame; see `decomposed.remove_base`).
+    c.diffusion.key_input = "latent"
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "videofusion"  # 'videofusion', 'vdm' or 'image'.
@@ -299,6 +303,10 @@ def validate(
     w = c.diffusion.key_frame_weight
     if w is not None and not 0.0 < w < 1.0:
         raise ValueError(f"diffusion.key_frame_weight must lie in (0, 1) or be None, got {w}.")
+    if c.diffusion.key_input not in ("latent", "x0"):
+        raise ValueError(
+            f"diffusion.key_input must be 'latent' or 'x0', got {c.diffusion.key_input!r}."
+        )
     if not 0.0 <= c.diffusion.cond_drop_rate <= 1.0:
         raise ValueError(
             f"diffusion.cond_drop_rate must lie in [0, 1], got {c.diffusion.cond_drop_rate}."

@@ -9,6 +9,8 @@ parameter-matched VDM baseline of an ablation.
         return vfc.apply_variants(c, arg)
 """
 
+import math
+
 import ml_collections
 
 from vfjax.config import (
@@ -38,11 +40,19 @@ _BENCHMARK_NETWORKS = {
 
 
 def paper_benchmark(resolution: int) -> ml_collections.ConfigDict:
-    """The training setup the paper-benchmark configs share at `resolution` (64 or 128): 16
-    frames, both generators 128 channels wide with attention at 16x16 and 8x8, dropout 0.1,
-    scale-shift norms; AdamW at 1e-4 after 5k warm-up steps, EMA 0.9999, 400k steps, 100-step
-    sampling. Everything but lambda = 0.5, the key frame N // 2, the stop-gradient rule and
-    DDIM/DDPM sampling is our choice (the paper states those four, not the rest)."""
+    """The training setup the paper-benchmark configs share at `resolution` (64 or 128).
+
+    Known from the paper: decomposed noise with lambda = 0.5 for the non-key frames (its
+    ablation's best), the key frame N // 2, stop-gradient joint training, DDIM/DDPM sampling, a
+    base generator that may be a pretrained image model. Ours, not the paper's:
+    - both generators 128 channels wide, 2 residual blocks per level, multipliers (1, 2, 2, 2) at
+      64 and (1, 1, 2, 2, 4) at 128, spatial attention at 16x16 and 8x8 with 64-channel heads,
+      dropout 0.1, scale-shift norms;
+    - AdamW at 1e-4 after 5k warm-up steps, EMA 0.9999, batch 64 at 64 and 32 at 128, 400k
+      steps, the linear 1000-step noise schedule, 100 sampling steps;
+    - with the `pretrained` variant, the checkpoint of `PRETRAINED_BASES` (its own schedule);
+    - the residual generator sees the paper's latent at the key frame (`diffusion.key_input`).
+    """
     if resolution not in _BENCHMARK_NETWORKS:
         raise ValueError(
             f"No benchmark setup at {resolution}; there are {sorted(_BENCHMARK_NETWORKS)}."
@@ -120,9 +130,25 @@ def pretrained_base(
     return c
 
 
+def ucf101_benchmark(resolution: int, protocol: str) -> ml_collections.ConfigDict:
+    """`paper_benchmark(resolution)` on UCF101 (split list 1), evaluated with `protocol`.
+    Unconditional UCF101 benchmarks train on all 13,320 videos (train and test lists)."""
+    c = paper_benchmark(resolution)
+    c.data.name = "ucf101"
+    c.data.ucf_split = 1
+    c.data.split = "train+test"
+    c.eval.protocol = protocol
+    return c
+
+
 def benchmark_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    """`config.apply_variants` plus the benchmark configs' own word, `pretrained` (the base
-    generator from the public checkpoint of `PRETRAINED_BASES`, see `pretrained_base`)."""
+    """`config.apply_variants` plus the benchmark configs' own word, `pretrained`.
+
+    `vdm`: the VDM baseline (the same residual network, no base generator); `class`:
+    class-conditional with classifier-free guidance; `runlocal`: a CPU smoke run on the same data;
+    `pretrained` (with any of the others): the base generator is the public checkpoint of
+    `PRETRAINED_BASES` at the config's resolution (`pretrained_base`), converted once with the
+    command the run's error names."""
     words, _ = parse_arg(arg)
     rest = ",".join(x for x in filter(None, (arg or "").split(",")) if x.strip() != "pretrained")
     c = apply_variants(c, rest or None)
@@ -154,25 +180,34 @@ def parameter_count(c: ml_collections.ConfigDict) -> int:
 
 def matched_vdm(c: ml_collections.ConfigDict) -> dict[str, int]:
     """Overrides of the residual generator (`model.residual.channels`, a multiple of its group
-    count, and `model.residual.num_res_blocks`) at which the VDM baseline has about as many
-    parameters as VideoFusion (base and residual generators together) under config `c`: the
-    baseline of the same size. Depth is searched as well as width because at CPU sizes one step
-    of width (a group of channels) changes the count by half or more."""
+    count and head width, and `model.residual.num_res_blocks`) at which the VDM baseline has
+    about as many parameters as VideoFusion (base and residual generators together) under config
+    `c`: the baseline of the same size. Depth is searched as well as width because at CPU sizes
+    one step of width (a group of channels) changes the count by half or more."""
     target = parameter_count(c)
     vdm = c.copy_and_resolve_references()
     vdm.model.kind = "vdm"
-    step = vdm.model.residual.num_groups
+    # Widths that GroupNorm and the attention heads both divide.
+    step = math.lcm(vdm.model.residual.num_groups, vdm.model.residual.head_dim)
     best, best_gap = None, None
+    # The count grows with width and with depth: each depth's scan stops at the first width past
+    # the target, and no deeper network is tried once the narrowest one is past it (each count
+    # builds an abstract model: seconds at the paper's sizes).
     for blocks in range(c.model.residual.num_res_blocks, c.model.residual.num_res_blocks + 4):
         for channels in range(c.model.residual.channels, 4 * c.model.residual.channels + 1, step):
             vdm.model.residual.channels, vdm.model.residual.num_res_blocks = channels, blocks
-            gap = abs(parameter_count(vdm) - target)
+            count = parameter_count(vdm)
+            gap = abs(count - target)
             if best_gap is None or gap < best_gap:
                 best = {
                     "model.residual.channels": channels,
                     "model.residual.num_res_blocks": blocks,
                 }
                 best_gap = gap
+            if count > target:
+                break
+        if channels == c.model.residual.channels and count > target:
+            break
     return best
 
 

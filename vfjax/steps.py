@@ -25,6 +25,7 @@ def diffusion_from_config(config) -> Diffusion:
         config.diffusion.key_frame,
         config.diffusion.schedule,
         config.diffusion.num_timesteps,
+        config.diffusion.get("key_input", "latent"),
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from clu import periodic_actions
 
 from vfjax import (
+    base_checkpoint,
     checkpointing,
     consistency,
     distributed,
@@ -170,7 +171,7 @@ def _initial_state(config, setup, ckpt):
                 "generator."
             )
         abstract = setup.abstract_state.params["base"]
-        base = checkpointing.load_base_params(config.init.base_checkpoint, abstract)
+        base = base_checkpoint.load_base_params(config.init.base_checkpoint, abstract)
         params = {**state.params, "base": base}
         ema = {**state.ema, "base": jax.tree.map(jnp.copy, base)}
         state = state.replace(params=params, ema=ema)

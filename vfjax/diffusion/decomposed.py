@@ -113,10 +113,26 @@ def q_sample(x0: Array, t: Array, eps: Array, alphas_cumprod: Array) -> Array:
     return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * eps
 
 
+KEY_INPUTS = ("latent", "x0")
+
+
 def remove_base(
-    z_t: Array, base_hat: Array, t: Array, lambdas: Array, alphas_cumprod: Array
+    z_t: Array,
+    base_hat: Array,
+    t: Array,
+    lambdas: Array,
+    alphas_cumprod: Array,
+    key_frame: int | None = None,
+    key_input: str = "latent",
 ) -> Array:
     """The residual generator's input `zr[i] = z_t[i] - sqrt(lam[i]) sqrt(1 - abar_t) b_hat`.
+
+    At the key frame (`lam = 1`) this is `sqrt(abar_t) x0_hat[k]`, the base generator's estimate
+    of the key frame scaled by the signal level: near zero at high noise. `key_input='x0'` puts
+    `x0_hat[k] = zr[k] / sqrt(abar_t)`, clipped to [-1, 1], in that slot instead, so the residual
+    generator sees the key frame the others must follow at every noise level. The residual
+    generator's output at the key frame has weight `sqrt(1 - 1) = 0`, so only what the other
+    frames see changes. 'latent' (the default) is the paper's input.
 
     Args:
       z_t: `[B, N, H, W, C]` latents.
@@ -124,9 +140,19 @@ def remove_base(
       t: `[B]` integer timesteps.
       lambdas: `[N]`.
       alphas_cumprod: `[T]`.
+      key_frame: the key frame index (needed for `key_input='x0'`).
+      key_input: 'latent' or 'x0'.
     """
-    sigma = jnp.sqrt(1.0 - _bcast(alphas_cumprod[t], z_t.ndim))
-    return z_t - jnp.sqrt(_frames(lambdas, z_t.ndim)) * sigma * base_hat
+    if key_input not in KEY_INPUTS:
+        raise ValueError(f"key_input must be one of {KEY_INPUTS}, got {key_input!r}.")
+    abar = _bcast(alphas_cumprod[t], z_t.ndim)
+    zr = z_t - jnp.sqrt(_frames(lambdas, z_t.ndim)) * jnp.sqrt(1.0 - abar) * base_hat
+    if key_input == "latent":
+        return zr
+    if key_frame is None:
+        raise ValueError("key_input='x0' needs the key frame index.")
+    x0_key = jnp.clip(zr[:, key_frame] / jnp.sqrt(abar[:, 0]), -1.0, 1.0)
+    return zr.at[:, key_frame].set(x0_key.astype(zr.dtype))
 
 
 def predict_noise(
@@ -137,17 +163,21 @@ def predict_noise(
     lambdas: Array,
     alphas_cumprod: Array,
     key_frame: int,
+    key_input: str = "latent",
 ) -> tuple[Array, Array, Array]:
     """The two-stage estimate: base from the key frame, then the residual of every frame.
 
     Returns `(eps_hat, base_hat, residual_hat)`; with `base_fn=None` (VDM baseline) `base_hat`
-    is zero and `eps_hat = residual_hat`.
+    is zero and `eps_hat = residual_hat`. `key_input` as `remove_base`.
     """
     if base_fn is None:
         base_hat = jnp.zeros_like(z_t[:, :1])
     else:
         base_hat = base_fn(z_t[:, key_frame], t)[:, None]  # [B, 1, H, W, C]
-    residual_hat = residual_fn(remove_base(z_t, base_hat, t, lambdas, alphas_cumprod), t)
+    if base_fn is None:
+        key_input = "latent"  # No base generator, no key frame to show.
+    zr = remove_base(z_t, base_hat, t, lambdas, alphas_cumprod, key_frame, key_input)
+    residual_hat = residual_fn(zr, t)
     return combine(base_hat, residual_hat, lambdas), base_hat, residual_hat
 
 
@@ -161,6 +191,7 @@ def videofusion_loss(
     key_frame: int,
     frame_weights: Array | None = None,
     base_stop_gradient: bool = True,
+    key_input: str = "latent",
 ) -> tuple[Array, dict[str, Array]]:
     """The VideoFusion epsilon-prediction loss with its stop-gradient rule.
 
@@ -182,6 +213,7 @@ def videofusion_loss(
       key_frame: the key frame index.
       frame_weights: `[N]` weights of the per-frame terms; default uniform `1 / N`.
       base_stop_gradient: apply the stop-gradient rule (the method's default).
+      key_input: what the residual generator sees at the key frame (`remove_base`).
 
     Returns:
       `(loss, terms)`; terms hold `loss_key` (the key frame's MSE) and `loss_residual` (the
@@ -204,7 +236,10 @@ def videofusion_loss(
         base_mix = jnp.where(is_key, base_hat, base_sg)  # [B, N, H, W, C]
     else:
         base_mix = base_sg = base_fn(z_t[:, key_frame], t)[:, None]
-    residual_hat = residual_fn(remove_base(z_t, base_sg, t, lambdas, alphas_cumprod), t)
+    if base_fn is None:
+        key_input = "latent"
+    zr = remove_base(z_t, base_sg, t, lambdas, alphas_cumprod, key_frame, key_input)
+    residual_hat = residual_fn(zr, t)
     eps_hat = combine(base_mix, residual_hat, lambdas)
 
     per_frame = jnp.mean(jnp.square(eps - eps_hat.astype(jnp.float32)), axis=(0, 2, 3, 4))  # [N]

@@ -20,6 +20,9 @@ class Diffusion:
     alphas_cumprod: np.ndarray
     lambdas: np.ndarray
     key_frame: int
+    # What the residual generator sees at the key frame: 'latent' (the paper's) or 'x0'
+    # (`decomposed.remove_base`).
+    key_input: str = "latent"
 
     @classmethod
     def create(
@@ -30,6 +33,7 @@ class Diffusion:
         key_frame: int | None = None,
         schedule: str = "linear",
         num_timesteps: int = 1000,
+        key_input: str = "latent",
     ) -> "Diffusion":
         """VideoFusion shares (`lam`, key frame 1) or, for `kind='vdm'`, the baseline's zeros."""
         k = decomposed.key_frame_index(num_frames, key_frame)
@@ -37,7 +41,13 @@ class Diffusion:
             lambdas = decomposed.independent_lambdas(num_frames)
         else:
             lambdas = decomposed.frame_lambdas(num_frames, lam, k)
-        return cls(schedules.make_schedule(schedule, num_timesteps), np.asarray(lambdas), k)
+        if key_input not in decomposed.KEY_INPUTS:
+            raise ValueError(
+                f"key_input must be one of {decomposed.KEY_INPUTS}, got {key_input!r}."
+            )
+        return cls(
+            schedules.make_schedule(schedule, num_timesteps), np.asarray(lambdas), k, key_input
+        )
 
     @property
     def num_timesteps(self) -> int:

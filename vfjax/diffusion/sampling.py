@@ -118,6 +118,7 @@ def sample(
     guidance_scale: float = 1.0,
     num_clips: int = 1,
     known: tuple[Array, Array] | None = None,
+    key_input: str = "latent",
 ) -> Array:
     """Samples videos by DDIM (`eta = 0`), DDPM (`eta = 1`, `num_steps = T`) or in between.
 
@@ -146,6 +147,7 @@ def sample(
         concatenated along time, giving `[B, num_clips * N, H, W, C]`.
       known: `(x0 [B * num_clips, N, H, W, C], mask [N] bool)`: frames whose values are held
         (the continuation of a long video); the others are generated around them.
+      key_input: what the residual generator sees at the key frame (`decomposed.remove_base`).
 
     Returns:
       float32 videos `[B, num_clips * N, H, W, C]`, clipped to [-1, 1].
@@ -160,7 +162,14 @@ def sample(
         """The combined estimate under condition `c`: base, base removed, residual."""
         base = None if base_fn is None else (lambda z, t: base_fn(z, t, c))
         return decomposed.predict_noise(
-            base, lambda z, t: residual_fn(z, t, c), z, t, lambdas, alphas_cumprod, key_frame
+            base,
+            lambda z, t: residual_fn(z, t, c),
+            z,
+            t,
+            lambdas,
+            alphas_cumprod,
+            key_frame,
+            key_input,
         )[0]
 
     def predict(z, t):

@@ -39,6 +39,32 @@ def _frames_as_images_loss(base, x0, rng, diffusion, cond, dropout_rng):
     )
 
 
+def _constants(diffusion: Diffusion) -> tuple:
+    """`(lambdas, alphas_cumprod, key_frame)`: the process arguments of the pure functions."""
+    return (
+        jnp.asarray(diffusion.lambdas),
+        jnp.asarray(diffusion.alphas_cumprod),
+        diffusion.key_frame,
+    )
+
+
+def _process_loss(base_fn, residual_fn, x0, rng, diffusion: Diffusion, frame_weights, stop=True):
+    """`decomposed.videofusion_loss` under `diffusion` (base_fn None: the VDM baseline)."""
+    consts = _constants(diffusion)
+    return decomposed.videofusion_loss(
+        base_fn, residual_fn, x0, rng, *consts, frame_weights, stop, diffusion.key_input
+    )
+
+
+def _process_sample(base_fn, residual_fn, shape, base_rng, residual_rng, diffusion, **kw):
+    """`sampling.sample` under `diffusion` (base_fn None: the VDM baseline)."""
+    rngs = (base_rng, residual_rng)
+    key_input = diffusion.key_input
+    return sampling.sample(
+        base_fn, residual_fn, shape, *rngs, *_constants(diffusion), key_input=key_input, **kw
+    )
+
+
 class VideoFusion(nnx.Module):
     """The base generator (2D UNet on the key frame) and residual generator (video UNet)."""
 
@@ -69,16 +95,8 @@ class VideoFusion(nnx.Module):
     ) -> tuple[Array, dict[str, Array]]:
         """The loss on clean videos `[B, N, H, W, C]` (see `decomposed.videofusion_loss`)."""
         base_fn, residual_fn = self._fns(cond, dropout_rng)
-        return decomposed.videofusion_loss(
-            base_fn,
-            residual_fn,
-            x0,
-            rng,
-            jnp.asarray(diffusion.lambdas),
-            jnp.asarray(diffusion.alphas_cumprod),
-            diffusion.key_frame,
-            frame_weights,
-            base_stop_gradient,
+        return _process_loss(
+            base_fn, residual_fn, x0, rng, diffusion, frame_weights, base_stop_gradient
         )
 
     def image_loss(self, x0, rng, diffusion, cond=None, dropout_rng=None):
@@ -87,16 +105,9 @@ class VideoFusion(nnx.Module):
 
     def sample(self, shape, base_rng: Array, residual_rng: Array, diffusion: Diffusion, **kw):
         """Videos `[B, num_clips * N, H, W, C]`; keywords as `sampling.sample`."""
-        return sampling.sample(
-            lambda z, t, c: self.base(z, t, c),
-            lambda z, t, c: self.residual(z, t, c),
-            shape,
-            base_rng,
-            residual_rng,
-            jnp.asarray(diffusion.lambdas),
-            jnp.asarray(diffusion.alphas_cumprod),
-            diffusion.key_frame,
-            **kw,
+        # The networks take `(z, t, cond)`, the samplers' callable form.
+        return _process_sample(
+            self.base, self.residual, shape, base_rng, residual_rng, diffusion, **kw
         )
 
 
@@ -110,30 +121,13 @@ class VDM(nnx.Module):
         """The epsilon loss with independent noise; no key-frame or residual terms (there is no
         base generator to split them by)."""
         rngs = _dropout_rngs(dropout_rng)
-        loss, _ = decomposed.videofusion_loss(
-            None,
-            lambda z, t: self.residual(z, t, cond, rngs),
-            x0,
-            rng,
-            jnp.asarray(diffusion.lambdas),
-            jnp.asarray(diffusion.alphas_cumprod),
-            diffusion.key_frame,
-            frame_weights,
+        loss, _ = _process_loss(
+            None, lambda z, t: self.residual(z, t, cond, rngs), x0, rng, diffusion, frame_weights
         )
         return loss, {}
 
     def sample(self, shape, base_rng, residual_rng, diffusion, **kw):
-        return sampling.sample(
-            None,
-            lambda z, t, c: self.residual(z, t, c),
-            shape,
-            base_rng,
-            residual_rng,
-            jnp.asarray(diffusion.lambdas),
-            jnp.asarray(diffusion.alphas_cumprod),
-            diffusion.key_frame,
-            **kw,
-        )
+        return _process_sample(None, self.residual, shape, base_rng, residual_rng, diffusion, **kw)
 
 
 class ImageDiffusion(nnx.Module):

@@ -1,6 +1,6 @@
 """A public checkpoint file converted into a folder that `--config.init.base_checkpoint` loads.
 
-OUT/checkpoints/0/     the parameters (as EMA and raw), written by `checkpointing.write_tree`
+OUT/checkpoints/0/     the parameters (as EMA and raw), written by `base_checkpoint.write_tree`
 OUT/base_config.json   the source, the preset, the architecture fields and the overrides
 OUT/base_flags.txt     the overrides as `--config.FIELD=VALUE` flags for `vfjax.main`
 """
@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from vfjax import checkpointing, fileio
+from vfjax import base_checkpoint, fileio
 from vfjax import config as config_lib
 from vfjax.pretrained import adm_unet, diffusers_unet, mapping, presets
 from vfjax.pretrained.mapping import require
@@ -63,7 +63,7 @@ def convert(fmt: str, src: str, out: str, flags: str = "", preset: str = "") -> 
         schedule = adm_unet.schedule(adm_unet.parse_flags(adm_flags))
     overrides = mapping.run_overrides(fields, *schedule)
 
-    checkpointing.write_tree(root, {"params": {"base": params}, "ema": {"base": params}}, 0)
+    base_checkpoint.write_tree(root, {"params": {"base": params}, "ema": {"base": params}}, 0)
     fileio.write_json(
         fileio.join(out, "base_config.json"),
         {
