@@ -9,10 +9,13 @@ Target (paper): IS 72.22, FVD 220; class-conditional (`class`), IS 80.03, FVD 17
 
 The first command prepares UCF101 (extracted, with its split lists; see README) once. Other
 words after the colon: `vdm`, `runlocal`, `pretrained` (`experiments.benchmark_variants`); the
-paper's setup and our choices: `experiments.paper_benchmark`.
+paper's setup and our choices: `experiments.paper_choices`, appended to
+this docstring (`print(module.__doc__)`).
 """
 
 from vfjax import experiments
+
+__doc__ += experiments.paper_choices(128)  # The choices: the paper's and ours.
 
 
 def get_config(arg=None):

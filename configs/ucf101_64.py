@@ -9,10 +9,13 @@
 Prepare once (UCF101 extracted with its split lists, see README), then train. `class` after the
 colon makes it class-conditional with guidance; `vdm`, `runlocal` and `pretrained` are described
 in `experiments.benchmark_variants`, the setup (the paper's and ours) in
-`experiments.paper_benchmark`.
+`experiments.paper_choices`, appended to
+this docstring (`print(module.__doc__)`).
 """
 
 from vfjax import experiments
+
+__doc__ += experiments.paper_choices(64)  # The choices: the paper's and ours.
 
 
 def get_config(arg=None):

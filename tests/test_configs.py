@@ -118,3 +118,14 @@ def test_bad_diffusion_and_optim_fields_are_refused_by_name(field, value, messag
     c[section][name] = value
     with pytest.raises(ValueError, match=message):
         vfc.validate(c, with_data=False)
+
+
+@pytest.mark.parametrize("name", ["ucf101_64", "ucf101_128", "sky_128", "taichi_128"])
+def test_benchmark_docstring_lists_our_choices_with_the_configs_values(name):
+    module = vfc.load_module(os.path.join(ROOT, "configs", f"{name}.py"))
+    c = module.get_config()
+    doc = module.__doc__
+    assert "Known from the paper" in doc and "Ours, not the paper's" in doc
+    assert f"batch {c.batch_size}," in doc
+    assert str(tuple(c.model.residual.channel_mult)) in doc
+    assert experiments.PRETRAINED_BASES[c.data.resolution] in doc

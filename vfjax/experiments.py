@@ -39,20 +39,28 @@ _BENCHMARK_NETWORKS = {
 }
 
 
-def paper_benchmark(resolution: int) -> ml_collections.ConfigDict:
-    """The training setup the paper-benchmark configs share at `resolution` (64 or 128).
+def paper_choices(resolution: int) -> str:
+    """What the paper states and what is ours in `paper_benchmark(resolution)`, as text: each
+    benchmark config appends it to its docstring (one source, so the lists stay true)."""
+    net = _BENCHMARK_NETWORKS[resolution]
+    return f"""
+Known from the paper: decomposed noise with lambda = 0.5 for the non-key frames (its ablation's
+best), the key frame N // 2, stop-gradient joint training, DDIM/DDPM sampling, a base generator
+that may be a pretrained image model. Ours, not the paper's:
+- both generators 128 channels wide, multipliers {net["channel_mult"]}, 2 residual blocks per
+  level, spatial attention at 16x16 and 8x8 with 64-channel heads, temporal attention at
+  {net["temporal_attn_resolutions"]}, dropout 0.1, scale-shift norms;
+- AdamW at 1e-4 after 5k warm-up steps, EMA 0.9999, batch {net["batch_size"]}, 400k steps, the
+  linear 1000-step noise schedule, 100 sampling steps;
+- with `pretrained`: the public checkpoint {PRETRAINED_BASES[resolution]} (its own schedule);
+- the residual generator sees the paper's latent at the key frame (`diffusion.key_input`);
+- the evaluation protocol and real-data split, set in the config's `get_config`.
+"""
 
-    Known from the paper: decomposed noise with lambda = 0.5 for the non-key frames (its
-    ablation's best), the key frame N // 2, stop-gradient joint training, DDIM/DDPM sampling, a
-    base generator that may be a pretrained image model. Ours, not the paper's:
-    - both generators 128 channels wide, 2 residual blocks per level, multipliers (1, 2, 2, 2) at
-      64 and (1, 1, 2, 2, 4) at 128, spatial attention at 16x16 and 8x8 with 64-channel heads,
-      dropout 0.1, scale-shift norms;
-    - AdamW at 1e-4 after 5k warm-up steps, EMA 0.9999, batch 64 at 64 and 32 at 128, 400k
-      steps, the linear 1000-step noise schedule, 100 sampling steps;
-    - with the `pretrained` variant, the checkpoint of `PRETRAINED_BASES` (its own schedule);
-    - the residual generator sees the paper's latent at the key frame (`diffusion.key_input`).
-    """
+
+def paper_benchmark(resolution: int) -> ml_collections.ConfigDict:
+    """The training setup the paper-benchmark configs share at `resolution` (64 or 128); the
+    choices in it, the paper's and ours, are `paper_choices(resolution)`."""
     if resolution not in _BENCHMARK_NETWORKS:
         raise ValueError(
             f"No benchmark setup at {resolution}; there are {sorted(_BENCHMARK_NETWORKS)}."
@@ -130,15 +138,23 @@ def pretrained_base(
     return c
 
 
-def ucf101_benchmark(resolution: int, protocol: str) -> ml_collections.ConfigDict:
-    """`paper_benchmark(resolution)` on UCF101 (split list 1), evaluated with `protocol`.
-    Unconditional UCF101 benchmarks train on all 13,320 videos (train and test lists)."""
+def benchmark_on(
+    resolution: int, data: str, protocol: str, **data_fields
+) -> ml_collections.ConfigDict:
+    """`paper_benchmark(resolution)` trained on data set `data` (its `data.*` fields set from
+    `data_fields`; split `train` unless given) and evaluated with `protocol`."""
     c = paper_benchmark(resolution)
-    c.data.name = "ucf101"
-    c.data.ucf_split = 1
-    c.data.split = "train+test"
+    c.data.name = data
+    c.data.split = "train"
+    c.data.update(data_fields)
     c.eval.protocol = protocol
     return c
+
+
+def ucf101_benchmark(resolution: int, protocol: str) -> ml_collections.ConfigDict:
+    """`benchmark_on` UCF101 (split list 1), evaluated with `protocol`. Unconditional UCF101
+    benchmarks train on all 13,320 videos (train and test lists)."""
+    return benchmark_on(resolution, "ucf101", protocol, ucf_split=1, split="train+test")
 
 
 def benchmark_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
