@@ -130,7 +130,9 @@ def base_config() -> ml_collections.ConfigDict:
     # paper's recipe: all clips at once with one base noise).
     c.sampling.long_method = "continue"
     c.sampling.long_overlap = 0
-    c.sampling.long_base = "new"  # 'continue': each clip's own base noise, or 'shared'.
+    # 'continue': every clip with the first clip's base noise ('shared', measured smoother and
+    # more consistent: PERFORMANCE.md, "Long videos") or its own ('new').
+    c.sampling.long_base = "shared"
     c.sampling.fps = 8
     c.sampling.seed = 0
     c.sampling.residual_seed = config_dict.placeholder(int)  # None: derived from `seed`.
