@@ -71,22 +71,22 @@ class _GuardedJsonHandler(ocp.JsonCheckpointHandler):
 # Orbax finds an item's handler from the type of its arguments: these name the guarded ones.
 @ocp.args.register_with_handler(_GuardedStateHandler, for_save=True)
 class _StateSave(ocp.args.StandardSave):
-    pass
+    """Saves the train state through the guarded handler."""
 
 
 @ocp.args.register_with_handler(_GuardedStateHandler, for_restore=True)
 class _StateRestore(ocp.args.StandardRestore):
-    pass
+    """Restores the train state through the guarded handler."""
 
 
 @ocp.args.register_with_handler(_GuardedJsonHandler, for_save=True)
 class _DataSave(ocp.args.JsonSave):
-    pass
+    """Saves the data position through the guarded handler."""
 
 
 @ocp.args.register_with_handler(_GuardedJsonHandler, for_restore=True)
 class _DataRestore(ocp.args.JsonRestore):
-    pass
+    """Restores the data position through the guarded handler."""
 
 
 def _silence_closed_loop_callbacks() -> None:

@@ -209,7 +209,7 @@ def _flush_logs() -> None:
     for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
         try:
             handler.flush()
-        except Exception:
+        except Exception:  # A closed stream on the way out: nothing left to flush there.
             pass
     sys.stdout.flush()
     sys.stderr.flush()
