@@ -61,6 +61,22 @@ def launch(tmp_path, name: str, num: int, args: list[str], env: dict | None = No
     return result.returncode, logs, seconds
 
 
+def final_state(workdir, config) -> tuple[dict, dict]:
+    """The newest checkpoint of a local `workdir` trained with `config`: `(params, data state)`
+    on the host."""
+    import jax
+
+    from vfjax import checkpointing, run_setup, sharding
+    from vfjax import state as state_lib
+
+    mesh = sharding.make_mesh(config.mesh)
+    setup = state_lib.build_setup(run_setup.prepare_config(config), mesh)
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), writer=False)
+    state, data_state, _ = ckpt.restore_latest(setup.abstract_state)
+    ckpt.close()
+    return jax.device_get(state.params), data_state
+
+
 def read_metrics(workdir) -> dict[int, dict]:
     """`metrics.jsonl` of a local workdir by step; fails if a step was logged twice."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:

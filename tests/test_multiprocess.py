@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests import gcs_emulator
-from tests.helpers import ROOT, launch, read_metrics, tiny, tiny_cli_args
+from tests.helpers import ROOT, final_state, launch, read_metrics, tiny, tiny_cli_args
 from vfjax import sample, sharding, train
 from vfjax import state as state_lib
 from vfjax.evaluation import evaluate
@@ -138,7 +138,8 @@ def test_preemption_kill_inside_a_save_and_a_damaged_checkpoint_on_two_processes
     """1 process trains steps 1-2; then 2 processes: SIGTERM to both mid-run (one checkpoint of
     one step, written by both), a rerun killed by SIGKILL while its last checkpoint is being
     written, a rerun after the newest checkpoint was damaged (named, set aside, the one before
-    restored); 1 process finishes. The losses equal a straight 1-process run's at every step.
+    restored); 1 process finishes. The losses equal a straight 1-process run's at every step, and
+    the final parameters and data position its final ones.
     (Steps on 2 processes of this CPU cost seconds each: the launches run few of them.)"""
     # A constant rate after warm-up: the runs below stop at different `total_steps`, which a
     # cosine schedule would stretch (the default's), changing every later step's rate.
@@ -207,6 +208,10 @@ def test_preemption_kill_inside_a_save_and_a_damaged_checkpoint_on_two_processes
     a, b = read_metrics(straight), read_metrics(run)
     assert sorted(a) == sorted(b) == list(range(1, 13))
     np.testing.assert_allclose([b[s]["loss"] for s in a], [a[s]["loss"] for s in a], rtol=2e-5)
+    # And the final parameters and data position (the 2-process steps sum in another order).
+    (pa, da), (pb, db) = final_state(straight, tiny(**fields)), final_state(run, tiny(**fields))
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-5), pa, pb)
+    assert da == db and da["step"] == 12
 
 
 def test_a_failure_on_one_process_stops_both_with_its_error(tmp_path):

@@ -1,4 +1,5 @@
-"""Training end to end: sharded step equivalence, exact resume, preemption, bad input, the CLI."""
+"""Training end to end: sharded step equivalence, preemption, bad input, the CLI. (Exact resume,
+across process counts: test_multiprocess.py.)"""
 
 import json
 import logging
@@ -14,23 +15,14 @@ import jax
 import numpy as np
 import pytest
 
-from tests.helpers import DEFAULT, ROOT, tiny
-from vfjax import checkpointing, run_setup, sharding, steps, train
+from tests.helpers import DEFAULT, ROOT, final_state, tiny
+from vfjax import checkpointing, sharding, steps, train
 from vfjax import state as state_lib
 
 
 def _metrics(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]
-
-
-def _final_params(workdir, config):
-    mesh = sharding.make_mesh(config.mesh)
-    setup = state_lib.build_setup(run_setup.prepare_config(config), mesh)
-    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), writer=False)
-    state, data_state, _ = ckpt.restore_latest(setup.abstract_state)
-    ckpt.close()
-    return jax.device_get(state.params), data_state
 
 
 def test_sharded_step_matches_single_device():
@@ -60,20 +52,6 @@ def test_sharded_step_matches_single_device():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), p1, p8)
     # Parameters and optimizer state are really split over fsdp=4 (small vectors stay whole).
     assert r8["params"] < r1["params"] / 3 and r8["opt_state"] < r1["opt_state"] / 3
-
-
-def test_resume_continues_exactly(tmp_path):
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    fields = {"log_every_steps": 1, "checkpoint_every_steps": 3, "total_steps": 6}
-    train.train(tiny(**fields), straight)
-    train.train(tiny(**{**fields, "total_steps": 3}), resumed)
-    train.train(tiny(**fields), resumed)
-    a, b = _metrics(straight), _metrics(resumed)
-    assert [m["step"] for m in a] == [m["step"] for m in b] == list(range(1, 7))
-    np.testing.assert_allclose([m["loss"] for m in a], [m["loss"] for m in b], rtol=1e-6)
-    (pa, da), (pb, db) = _final_params(straight, tiny()), _final_params(resumed, tiny())
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), pa, pb)
-    assert da == db and da["step"] == 6
 
 
 def _cli(workdir, *overrides, config=DEFAULT + ":runlocal"):
@@ -177,7 +155,7 @@ def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path, monkeypatch)
     with pytest.raises(FloatingPointError, match="NaN/Inf at step 5;") as err:
         train.train(config, workdir)
     assert "last good checkpoint (step 4)" in str(err.value)
-    params, data_state = _final_params(workdir, tiny())
+    params, data_state = final_state(workdir, tiny())
     assert data_state["step"] == 4
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
 

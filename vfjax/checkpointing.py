@@ -29,6 +29,25 @@ from vfjax import distributed, fileio
 
 DAMAGED_SUFFIX = ".damaged"
 
+# Orbax splits each replicated shard between its replicas when saving ("replica-parallel"), which
+# spreads a large array's writes over hosts but costs a device slice per replica: for the many
+# small arrays of a model (norm scales, biases, a small model's everything) the slices cost more
+# than the writes. Measured on the tiny test state (814 arrays, 1.4 MiB, 8 CPU devices, 2x4
+# mesh): a save took 4.5-7.6 s with every array split, 2.1-2.3 s with this floor.
+MIN_REPLICA_PARALLEL_SLICE_BYTES = 1 << 20
+
+
+def _register_array_handler() -> None:
+    """Orbax's jax.Array handler with the floor above (Orbax keeps one handler per type for the
+    process: registering again is harmless)."""
+    ocp.type_handlers.register_type_handler(
+        jax.Array,
+        ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES
+        ),
+        override=True,
+    )
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint was written by a run of another model or optimizer."""
@@ -161,6 +180,7 @@ class Checkpointer:
         writer: bool = True,
     ):
         self.directory = fileio.path(directory)
+        _register_array_handler()
         policy = ocp.checkpoint_managers.AnySavePolicy(
             [
                 ocp.checkpoint_managers.FixedIntervalPolicy(max(every_steps, 1)),
