@@ -5,6 +5,7 @@ import glob
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from tests.helpers import ROOT
@@ -129,3 +130,32 @@ def test_benchmark_docstring_lists_our_choices_with_the_configs_values(name):
     assert f"batch {c.batch_size}," in doc
     assert str(tuple(c.model.residual.channel_mult)) in doc
     assert experiments.PRETRAINED_BASES[c.data.resolution] in doc
+
+
+def test_per_frame_lambda_from_the_command_line_and_a_config_file():
+    """`diffusion.lam` takes a scalar or one value per frame, from the command line (as
+    `python -m vfjax.main` parses it) and from Python; the key frame's share is 1 either way."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from vfjax import steps
+
+    def parse(*overrides):
+        argv = ["vfjax", f"--config={os.path.join(ROOT, 'configs', 'default.py')}", *overrides]
+        fv = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", flag_values=fv, sys_argv=argv)
+        fv(argv)
+        vfc.validate(fv.config, with_data=False)
+        return fv.config
+
+    profile = (0.5, 0.5, 0.6, 0.8, 0.3, 0.8, 0.6, 0.5)
+    c = parse("--config.diffusion.lam=(0.5,0.5,0.6,0.8,0.3,0.8,0.6,0.5)")
+    assert tuple(c.diffusion.lam) == profile
+    np.testing.assert_allclose(
+        steps.diffusion_from_config(c).lambdas, [0.5, 0.5, 0.6, 0.8, 1.0, 0.8, 0.6, 0.5]
+    )
+    assert parse("--config.diffusion.lam=0.25").diffusion.lam == 0.25
+    c.diffusion.lam = 0.75  # And back to a scalar, in Python.
+    np.testing.assert_allclose(steps.diffusion_from_config(c).lambdas[:4], 0.75)
+    with pytest.raises(ValueError, match="diffusion.lam has 3 values"):
+        parse("--config.diffusion.lam=(0.5,0.5,0.5)")

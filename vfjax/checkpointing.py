@@ -16,6 +16,7 @@ Crashes and damage:
   config (another model) is a config error, and nothing is renamed.
 """
 
+import functools
 import logging
 import sys
 
@@ -37,16 +38,24 @@ DAMAGED_SUFFIX = ".damaged"
 MIN_REPLICA_PARALLEL_SLICE_BYTES = 1 << 20
 
 
+@functools.cache
 def _register_array_handler() -> None:
-    """Orbax's jax.Array handler with the floor above (Orbax keeps one handler per type for the
-    process: registering again is harmless)."""
-    ocp.type_handlers.register_type_handler(
-        jax.Array,
-        ocp.type_handlers.ArrayHandler(
-            min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES
-        ),
-        override=True,
-    )
+    """Orbax's jax.Array handler with the floor above, once per process (Orbax keeps one handler
+    per type for the whole process). Orbax logs a warning for every override it is asked for and
+    has no public switch for it: that one line is held back here, as it says nothing to a user."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        ocp.type_handlers.register_type_handler(
+            jax.Array,
+            ocp.type_handlers.ArrayHandler(
+                min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES
+            ),
+            override=True,
+        )
+    finally:
+        absl_logger.setLevel(level)
 
 
 class CheckpointMismatchError(ValueError):

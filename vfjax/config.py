@@ -78,7 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.schedule = "linear"
     c.diffusion.num_timesteps = 1000
-    c.diffusion.lam = 0.5  # Base share of the non-key frames (a scalar or one value per frame).
+    # Base share of the non-key frames: a scalar, or one value per frame (the paper's lambda^i;
+    # `--config.diffusion.lam="(0.5,0.6,...)"`; the key frame's is 1 whatever is given). Typed
+    # `object` so that either kind can be set, from a config file or the command line.
+    c.diffusion.lam = config_dict.FieldReference(0.5, field_type=object)
     c.diffusion.key_frame = config_dict.placeholder(int)  # None: N // 2.
     c.diffusion.cond_drop_rate = 0.1  # Condition dropped (for guidance) when conditioned.
     # The key frame's share of the loss; None: every frame 1 / N.
