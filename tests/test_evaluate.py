@@ -1,6 +1,7 @@
 """`--mode=evaluate` end to end on a tiny (class-conditional) checkpoint of the default config."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -33,8 +34,9 @@ def _eval_config(tmp_path, **fields):
     )
 
 
-def test_evaluate_writes_every_protocol_field(trained, tmp_path):
-    result = evaluate.evaluate(_eval_config(tmp_path), trained)
+def test_evaluate_writes_every_protocol_field(trained, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        result = evaluate.evaluate(_eval_config(tmp_path), trained)
     path = os.path.join(trained, "eval", "cpu_40.json")
     with open(path) as f:
         saved = json.load(f)
@@ -67,6 +69,7 @@ def test_evaluate_writes_every_protocol_field(trained, tmp_path):
     assert saved["num_generated"] == 3 and saved["num_frames"] == 9 and saved["resolution"] == 224
     # 9 frames from 4-frame clips, each new clip holding 3 (up to its key frame): 6 clips.
     assert saved["generated_clips_per_video"] == 6 and saved["long_method"] == "continue"
+    assert "Long video: 5 of 6 clips done" in caplog.text  # Progress, clip by clip.
     (net,) = saved["feature_networks"]
     assert net["name"].startswith("i3d") and len(net["weights"][0]["sha256"]) == 64
     assert np.isfinite(saved["fvd"]) and saved["fvd"] > 0 and np.isfinite(saved["kvd"])

@@ -19,6 +19,7 @@ A model trained on clips of N frames makes a video of F > N frames in one of two
 frames begin (for the boundary measures of `vfjax.consistency`).
 """
 
+import logging
 import math
 
 import jax
@@ -80,9 +81,14 @@ def make_long_sampler(config, setup, batch: int, total: int):
     mask = np.arange(n) < overlap
     shared = config.sampling.long_base == "shared"
 
+    clips = num_clips(config, total)
+
     def long_sampler(params, base_rng, residual_rng, cond):
         video = sampler(params, base_rng, residual_rng, cond, None)
-        for j in range(1, num_clips(config, total)):
+        for j in range(1, clips):
+            # Progress, clip by clip (each clip needs the one before: waiting costs nothing).
+            jax.block_until_ready(video)
+            logging.info("Long video: %d of %d clips done", j, clips)
             held = video[:, -overlap:]
             values = jnp.concatenate([held, jnp.zeros_like(video[:, : n - overlap])], axis=1)
             clip = sampler(
@@ -105,6 +111,10 @@ def independent_clips(config, setup, batch: int, total: int):
     sampler = steps.make_sampler(config, setup, batch)
 
     def reference(params, base_rng, residual_rng, cond):
+        logging.info(
+            "Content-consistency reference: %d clips, each with its own base noise",
+            math.ceil(total / n),
+        )
         clips = [
             sampler(
                 params,
