@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from tests.helpers import DEFAULT, ROOT
+from tests.helpers import ROOT, tiny_cli_args
 from vfjax import flops
 from vfjax.bench import compiled
 
@@ -37,14 +37,14 @@ def test_flop_counter_known_answers():
 
 
 def test_bench_default_config_on_cpu(tmp_path):
-    # `runlocal`: the default's smoke size (the full default compiles for a minute; the README
-    # command test compiles it already).
+    # The tests' tiny config (the default's `runlocal`, one UNet level): the full default compiles
+    # for a minute on a cold cache, and the README command test compiles it already.
     out = tmp_path / "bench.json"
     cmd = [
         sys.executable,
         "-m",
         "vfjax.bench",
-        f"--config={DEFAULT}:runlocal",
+        *tiny_cli_args(**{"mesh.data": 1, "mesh.fsdp": 1}),  # One device here.
         "--steps=2",
         "--warmup=1",
         f"--json={out}",
