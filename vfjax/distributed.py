@@ -266,6 +266,6 @@ def stop_all(message: str, code: int) -> None:
         deadline = time.time() + _ACK_WAIT_S
         while time.time() < deadline and len(client.key_value_dir_get(_ACK_DIR)) < len(others):
             time.sleep(0.05)
-    except Exception:
+    except Exception:  # The service is gone: no one is left to acknowledge; exit anyway.
         pass
     _exit(code)

@@ -74,7 +74,7 @@ def library_versions() -> dict[str, str]:
     for name in LIBRARIES:
         try:
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
+        except importlib.metadata.PackageNotFoundError:  # Not installed: left out of the report.
             pass
     return versions
 
