@@ -37,10 +37,11 @@ def class_run(tmp_path_factory) -> str:
 
 # Under pytest-xdist (`-n 2 --dist loadgroup`, see pyproject.toml), each module's tests run on
 # one worker, in order, so module fixtures are built once; tests marked with a shared
-# `xdist_group` (those sharing the `class_run` fixture) run on the same worker, and a test marked
-# with a group of its own (the multi-process preemption test) may run beside the rest of its
-# module. The longest modules start first so that neither worker is left alone with one at the
-# end.
+# `xdist_group` (those sharing the `class_run` fixture) run on the same worker. The tests that
+# launch 2 processes are all in one module, so no two such launches run at once: each of their
+# steps waits on collectives between the processes, and 4 processes on 2 cores slowed them more
+# than running them one after the other. The longest modules start first so that neither worker
+# is left alone with one at the end.
 _LONGEST_FIRST = (
     "test_train",
     "test_multiprocess",

@@ -44,12 +44,28 @@ def tiny_cli_args(**fields) -> list[str]:
     return [f"--config={DEFAULT}:runlocal", *vfc.override_flags({**TINY_FIELDS, **fields})]
 
 
+HOOKS = os.path.join(ROOT, "tests", "hooks")
+
+
+def launch_env(num: int, **env) -> dict:
+    """The environment of `launch/local.sh num` in tests: 8 fake CPU devices in all, and the
+    processes share their compiled programs through the persistent cache (see
+    `tests/hooks/sitecustomize.py`); `env` on top."""
+    return {
+        **os.environ,
+        "DEVICES_PER_PROCESS": str(8 // num),
+        "PYTHON": sys.executable,
+        "PYTHONPATH": HOOKS,
+        "VFJAX_TEST_SHARED_CACHE_KEY": "1",
+        **env,
+    }
+
+
 def launch(tmp_path, name: str, num: int, args: list[str], env: dict | None = None, timeout=600):
     """Runs `launch/local.sh num -- args` (4 fake CPU devices per process at 2 processes);
     returns `(returncode, {log name: text}, seconds)`. Logs go to `tmp_path/name/`."""
     log_dir = tmp_path / name
-    full_env = {**os.environ, "DEVICES_PER_PROCESS": str(8 // num), "PYTHON": sys.executable}
-    full_env.update(LOG_DIR=str(log_dir), **(env or {}))
+    full_env = launch_env(num, LOG_DIR=str(log_dir), **(env or {}))
     cmd = ["bash", os.path.join(ROOT, "launch", "local.sh"), str(num), "--", *args]
     start = time.perf_counter()
     result = subprocess.run(

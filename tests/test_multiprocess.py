@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -18,12 +17,19 @@ import numpy as np
 import pytest
 
 from tests import gcs_emulator
-from tests.helpers import ROOT, final_state, launch, read_metrics, tiny, tiny_cli_args
+from tests.helpers import (
+    ROOT,
+    final_state,
+    launch,
+    launch_env,
+    read_metrics,
+    tiny,
+    tiny_cli_args,
+)
 from vfjax import sample, sharding, train
 from vfjax import state as state_lib
 from vfjax.evaluation import evaluate
 
-HOOKS = os.path.join(ROOT, "tests", "hooks")
 BUCKET = "vfjax-test"
 # A preview inside the run (step 2) and one at its end (step 3); the 8 preview videos and the
 # evaluation's batches of 8 are split over all 8 devices; 5 of 8 evaluated clips are valid.
@@ -132,8 +138,6 @@ def _checkpoint_dirs(workdir) -> list[str]:
     return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
 
 
-# Its own xdist group: the module's two long tests can then run on both workers at once.
-@pytest.mark.xdist_group("multiprocess_preemption")
 def test_preemption_kill_inside_a_save_and_a_damaged_checkpoint_on_two_processes(tmp_path):
     """1 process trains steps 1-2; then 2 processes: SIGTERM to both mid-run (one checkpoint of
     one step, written by both), a rerun killed by SIGKILL while its last checkpoint is being
@@ -155,8 +159,7 @@ def test_preemption_kill_inside_a_save_and_a_damaged_checkpoint_on_two_processes
     args = [*tiny_cli_args(total_steps=10, **fields), f"--workdir={run}"]
 
     # SIGTERM to every process once step 3 is logged: both save one step, then stop.
-    env = {**os.environ, "DEVICES_PER_PROCESS": "4", "PYTHON": sys.executable}
-    env["LOG_DIR"] = str(tmp_path / "sigterm")
+    env = launch_env(2, LOG_DIR=str(tmp_path / "sigterm"))
     launcher = subprocess.Popen(
         ["bash", "launch/local.sh", "2", "--", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE
     )
@@ -175,7 +178,7 @@ def test_preemption_kill_inside_a_save_and_a_damaged_checkpoint_on_two_processes
 
     # SIGKILL both right after the end-of-run save of step 10 started: its files are half
     # written (periodic saves at 6 and 9 went through).
-    hooks = {"PYTHONPATH": HOOKS, "VFJAX_TEST_KILL_IN_SAVE": "10"}
+    hooks = {"VFJAX_TEST_KILL_IN_SAVE": "10"}
     rc, logs, _ = launch(tmp_path, "sigkill", 2, args, hooks)
     assert rc != 0
     assert f"Resuming from the checkpoint of step {stop}" in logs["process_0.log"]
@@ -226,7 +229,7 @@ def test_a_failure_on_one_process_stops_both_with_its_error(tmp_path):
         errors = [x for x in logs[f"process_{i}.log"].splitlines() if "vfjax: error:" in x]
         assert errors and all("diffusion.lam must lie in [0, 1]" in x for x in errors), errors
 
-    env = {"PYTHONPATH": HOOKS, "VFJAX_TEST_FAIL_PROCESS": "1"}
+    env = {"VFJAX_TEST_FAIL_PROCESS": "1"}
     rc, logs, seconds = launch(tmp_path, "one", 2, [*tiny_cli_args(), workdir], env)
     assert rc != 0
     message = "test: this process cannot open its data"
