@@ -137,6 +137,25 @@ def test_long_class_conditional_video_keeps_content_and_changes_motion(trained):
     assert same_base < 0.5 * new_base
 
 
+def test_long_video_with_reconstruction_guidance(trained):
+    """`sampling.long_guidance` reaches the trained model's continuation clips: the first clip is
+    the unguided one, the frames generated after it change, nothing repeats, and the name and
+    measures say how the video was made."""
+
+    def long_video(weight):
+        fields = {"sampling.num_frames": 5, "sampling.label": 1, "sampling.long_guidance": weight}
+        out = sample.sample(tiny(**CLASS, **fields), trained)
+        assert out["clips"] == 2 and out["long_video"]["clip_starts"] == [4]
+        assert out["long_video"]["repeated_frames"] == 0
+        return out["paths"][0], np.load(out["paths"][0][: -len(".gif")] + ".npy")
+
+    (plain_path, plain), (guided_path, guided) = long_video(0.0), long_video(2.0)
+    assert "_guided2" in guided_path and "_guided" not in plain_path
+    plain, guided = plain.astype(np.float32), guided.astype(np.float32)
+    np.testing.assert_array_equal(guided[:, :4], plain[:, :4])
+    assert np.abs(guided[:, 4:] - plain[:, 4:]).mean() > 1e-3
+
+
 def test_text_conditioning_end_to_end(tmp_path):
     """Captions -> stored embeddings (a real text encoder, run at prepare time) -> batches ->
     a text-conditioned run -> sampling from prompts."""

@@ -111,6 +111,8 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
         ("diffusion.key_input", "pixels", "diffusion.key_input must be 'latent' or 'x0'"),
         ("diffusion.key_frame_weight", 1.5, "key_frame_weight must lie in"),
         ("optim.schedule", "linear", "optim.schedule must be"),
+        ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),
+        ("sampling.long_method", "loop", "sampling.long_method must be one of"),
     ],
 )
 def test_bad_diffusion_and_optim_fields_are_refused_by_name(field, value, message):

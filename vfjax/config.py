@@ -136,6 +136,10 @@ def base_config() -> ml_collections.ConfigDict:
     # 'continue': every clip with the first clip's base noise ('shared', measured smoother and
     # more consistent: PERFORMANCE.md, "Long videos") or its own ('new').
     c.sampling.long_base = "shared"
+    # 'continue': the weight of reconstruction guidance towards the held frames (Ho et al. 2022;
+    # vfjax.diffusion.sampling.make_step); 0 holds them by replacement alone. Each sampling step
+    # of a continuation clip then costs a backward pass too.
+    c.sampling.long_guidance = 0.0
     c.sampling.fps = 8
     c.sampling.seed = 0
     c.sampling.residual_seed = config_dict.placeholder(int)  # None: derived from `seed`.
@@ -327,6 +331,11 @@ def validate(
     if c.sampling.long_base not in LONG_BASES:
         raise ValueError(
             f"sampling.long_base must be one of {LONG_BASES}, got {c.sampling.long_base!r}."
+        )
+    if not c.sampling.long_guidance >= 0.0:
+        raise ValueError(
+            f"sampling.long_guidance must be >= 0 (0: replacement alone), got "
+            f"{c.sampling.long_guidance}."
         )
     if not 0 <= c.sampling.long_overlap < c.data.num_frames:
         raise ValueError(

@@ -13,7 +13,10 @@ A model trained on clips of N frames makes a video of F > N frames in one of two
   models). By default the overlap reaches the key frame (`key_frame + 1` frames), so that the
   base generator, which reads the key frame alone, reads one that is already there; each clip
   then adds `N - overlap` frames. Its base noise is the first clip's (`sampling.long_base =
-  'shared'`) or its own (`'new'`).
+  'shared'`) or its own (`'new'`). With `sampling.long_guidance = w_r > 0` the generated frames
+  are also steered towards the held ones by reconstruction guidance (Ho et al.'s eq. 7,
+  `vfjax.diffusion.sampling.make_step`): replacement alone conditions them on the held frames'
+  noisy latents only, and the clips meet with a jump.
 
 `make_long_sampler` returns one function for both; `clip_starts` says where each clip's own
 frames begin (for the boundary measures of `vfjax.consistency`).

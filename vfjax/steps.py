@@ -221,6 +221,7 @@ def sample_videos(
         guidance_scale=guidance,
         num_clips=num_clips,
         known=known,
+        known_guidance=float(s.long_guidance) if known is not None else 0.0,
     )
 
 

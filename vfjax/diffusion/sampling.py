@@ -44,10 +44,12 @@ def ddim_step(
     noise: Array | None,
     clip_x0: bool,
     known: tuple[Array, Array] | None = None,
+    x0_correction: Array | None = None,
 ) -> tuple[Array, Array]:
     """One step `t -> s`. Returns `(z_s, x0_hat)`.
 
-    `x0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)`, optionally clipped to [-1, 1],
+    `x0_hat = (z_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)` (plus `x0_correction`, the
+    reconstruction guidance of `make_step`, when given), optionally clipped to [-1, 1],
     its known frames replaced by their values (`known = (x0 [B, N, H, W, C], mask [N])`: the
     frames held while the others are generated), `eps_hat` recomputed from that `x0_hat` so the
     step stays consistent, and
@@ -56,12 +58,14 @@ def ddim_step(
     their latents already carry, and come out unchanged at the last step.
     """
     x0_hat = (z_t - jnp.sqrt(1.0 - abar_t) * eps_hat) / jnp.sqrt(abar_t)
+    if x0_correction is not None:
+        x0_hat = x0_hat + x0_correction
     if clip_x0:
         x0_hat = jnp.clip(x0_hat, -1.0, 1.0)
     if known is not None:
         values, mask = known
         x0_hat = jnp.where(mask.reshape((1, -1) + (1,) * (z_t.ndim - 2)), values, x0_hat)
-    if clip_x0 or known is not None:
+    if clip_x0 or known is not None or x0_correction is not None:
         eps_hat = (z_t - jnp.sqrt(abar_t) * x0_hat) / jnp.sqrt(1.0 - abar_t)
     z_s = jnp.sqrt(abar_s) * x0_hat + jnp.sqrt(jnp.maximum(1.0 - abar_s - sigma**2, 0.0)) * eps_hat
     if noise is not None:
@@ -118,6 +122,7 @@ def sample(
     guidance_scale: float = 1.0,
     num_clips: int = 1,
     known: tuple[Array, Array] | None = None,
+    known_guidance: float = 0.0,
     key_input: str = "latent",
 ) -> Array:
     """Samples videos by DDIM (`eta = 0`), DDPM (`eta = 1`, `num_steps = T`) or in between.
@@ -147,6 +152,8 @@ def sample(
         concatenated along time, giving `[B, num_clips * N, H, W, C]`.
       known: `(x0 [B * num_clips, N, H, W, C], mask [N] bool)`: frames whose values are held
         (the continuation of a long video); the others are generated around them.
+      known_guidance: the weight `w_r` of reconstruction guidance towards the known frames
+        (`make_step`); 0 holds them by replacement alone.
       key_input: what the residual generator sees at the key frame (`decomposed.remove_base`).
 
     Returns:
@@ -188,6 +195,7 @@ def sample(
         clip_x0=clip_x0,
         num_clips=num_clips,
         known=known,
+        known_guidance=known_guidance,
     )
     z = draw_noise(base_rng, residual_rng, shape, lambdas, num_clips)
     x0 = jax.lax.fori_loop(0, num_steps, body, z)
@@ -207,6 +215,7 @@ def make_step(
     clip_x0: bool,
     num_clips: int = 1,
     known: tuple[Array, Array] | None = None,
+    known_guidance: float = 0.0,
 ) -> Callable[[int, Array], Array]:
     """The sampler's update as `body(i, z_t) -> z_s`, step `i` of `num_steps` (`t -> s`).
 
@@ -214,17 +223,39 @@ def make_step(
     decomposed noise with `lambdas`, its base and residual parts drawn from `base_rng` and
     `residual_rng` folded with `i + 1` (the start noise uses the keys themselves), scaled by
     DDIM's `sigma(t, s, eta)`. `known` frames are held (`ddim_step`).
+
+    With `known_guidance = w_r > 0`, the other frames' estimate also follows the gradient of how
+    well the model reconstructs the known frames from the whole noisy clip: the reconstruction
+    guidance of Ho et al., "Video Diffusion Models" (2022), eq. 7,
+    `x0_b <- x0_b - (w_r sqrt(abar_t) / 2) grad_{z_b} ||x_a - x0_a(z_t)||^2`, which conditions
+    them on the values of the known frames `x_a` rather than on their noisy latents alone (what
+    replacement does). It costs a backward pass of the networks per step.
     """
     steps = jnp.asarray(ddim_timesteps(alphas_cumprod.shape[0], num_steps))
     steps_next = jnp.concatenate([steps[1:], jnp.array([-1], jnp.int32)])
     batch = shape[0] * num_clips
 
+    guide = known is not None and known_guidance > 0
+
     def body(i, z):
         t = jnp.full((batch,), steps[i], jnp.int32)
-        eps_hat = predict(z, t)
         s = steps_next[i]
         abar_t = alphas_cumprod[steps[i]]
         abar_s = jnp.where(s >= 0, alphas_cumprod[jnp.maximum(s, 0)], 1.0)
+        correction = None
+        if guide:
+            values, mask = known
+            held = mask.reshape((1, -1) + (1,) * (z.ndim - 2)).astype(jnp.float32)
+
+            def reconstruction_error(z):
+                eps = predict(z, t).astype(jnp.float32)
+                x0 = (z - jnp.sqrt(1.0 - abar_t) * eps) / jnp.sqrt(abar_t)
+                return jnp.sum(held * jnp.square(values - x0)), eps
+
+            grad, eps_hat = jax.grad(reconstruction_error, has_aux=True)(z)
+            correction = -(known_guidance * jnp.sqrt(abar_t) / 2.0) * (1.0 - held) * grad
+        else:
+            eps_hat = predict(z, t)
         noise = None
         sigma = jnp.float32(0.0)
         if eta > 0:
@@ -237,7 +268,7 @@ def make_step(
                 num_clips,
             )
         eps_hat = eps_hat.astype(jnp.float32)
-        z_s, _ = ddim_step(z, eps_hat, abar_t, abar_s, sigma, noise, clip_x0, known)
+        z_s, _ = ddim_step(z, eps_hat, abar_t, abar_s, sigma, noise, clip_x0, known, correction)
         return z_s
 
     return body
