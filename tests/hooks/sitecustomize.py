@@ -52,11 +52,9 @@ def _patch(train) -> None:
 
 
 def _patch_cache_key(cache_key) -> None:
-    hash_config = getattr(cache_key, "_hash_accelerator_config", None)
     hash_devices = getattr(cache_key, "_hash_devices", None)
-    if hash_config is None or hash_devices is None:
-        return
-    cache_key._hash_accelerator_config = lambda hash_obj, devices: hash_devices(hash_obj, devices)
+    if hash_devices is not None and hasattr(cache_key, "_hash_accelerator_config"):
+        cache_key._hash_accelerator_config = hash_devices  # Same signature: (hash_obj, devices).
 
 
 class _AfterImport(importlib.abc.MetaPathFinder):
