@@ -50,10 +50,13 @@ def get_config(arg=None):
         num_groups=8,
     )
 
-    # The residual generator sees the base generator's estimate of the key frame (not the
-    # paper's near-zero latent there): the key frame's jump out of the clip fell from 2.45 to 1.50
-    # (PERFORMANCE.md, "Quality: the key-frame flicker"); the paper's configs keep 'latent'.
-    c.diffusion.key_input = "x0"
+    # The residual generator sees a finished key frame (not the paper's near-zero latent there):
+    # the real one in training; in sampling the key frame is drawn to its end first (its
+    # trajectory does not depend on the other frames), so the others follow the key frame they
+    # end up beside. The key frame's jump out of the clip: 2.45 (the paper's input) -> 1.50 (each
+    # step's estimate, 'x0') -> 1.01 (PERFORMANCE.md, "Quality: the key-frame flicker"). The
+    # paper's configs keep 'latent'.
+    c.diffusion.key_input = "clean"
 
     c.optim.lr = 3e-3
     c.optim.warmup_steps = 50

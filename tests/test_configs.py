@@ -108,7 +108,7 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
 @pytest.mark.parametrize(
     "field,value,message",
     [
-        ("diffusion.key_input", "pixels", "diffusion.key_input must be 'latent' or 'x0'"),
+        ("diffusion.key_input", "pixels", "diffusion.key_input must be 'latent', 'x0' or 'clean'"),
         ("diffusion.key_frame_weight", 1.5, "key_frame_weight must lie in"),
         ("optim.schedule", "linear", "optim.schedule must be"),
         ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),

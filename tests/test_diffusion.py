@@ -123,6 +123,95 @@ def test_key_input_x0_changes_only_the_residual_generators_input():
     np.testing.assert_allclose(seen["zr"][:, K], x0[:, K], atol=2e-3)
 
 
+def test_key_input_clean_shows_the_given_key_frame_in_training_and_sampling():
+    abar, lambdas, x0, eps, base, residual, t = _setup()
+    z_t = decomposed.q_sample(x0, t, eps, abar)
+    latent = decomposed.remove_base(z_t, base, t, lambdas, abar, K, "latent")
+    shown = decomposed.remove_base(z_t, base, t, lambdas, abar, K, "clean", x0[:, K] + 0.25)
+    np.testing.assert_allclose(shown[:, K], x0[:, K] + 0.25)
+    others = np.arange(N) != K
+    np.testing.assert_array_equal(shown[:, others], latent[:, others])
+    with pytest.raises(ValueError, match="key_value"):
+        decomposed.remove_base(z_t, base, t, lambdas, abar, K, "clean")
+
+    # The loss shows the residual generator the real key frame.
+    seen = {}
+
+    def residual_fn(zr, tt):
+        seen["zr"] = zr
+        return jnp.zeros_like(zr)
+
+    decomposed.videofusion_loss(
+        lambda z, tt: jnp.zeros_like(z), residual_fn, x0, jax.random.key(3), lambdas, abar, K,
+        key_input="clean",
+    )
+    np.testing.assert_array_equal(seen["zr"][:, K], x0[:, K])
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 2.0])
+def test_key_input_clean_draws_the_key_frame_first_and_unchanged(guidance_scale):
+    # The key frame's trajectory does not depend on the other frames, so drawn alone first it ends
+    # where the joint sampler ends it, and the residual generator sees that end at every step.
+    abar, lambdas, x0, *_ = _setup(seed=4, batch=2)
+    seen = []
+    cond, null = {"label": jnp.array([1.0, 2.0])}, {"label": jnp.zeros((2,))}
+
+    def base_fn(z, t, c):
+        return 0.5 * z + 0.05 * c["label"][:, None, None, None]
+
+    def residual_fn(z, t, c):
+        seen.append(z[:, K])
+        return 0.5 * z + 0.1 * jnp.sin(z) + 0.2 * z[:, K : K + 1]  # Every frame sees the key.
+
+    def run(key_input, eta):
+        seen.clear()
+        with jax.disable_jit():  # The loop runs in Python: every step's input is recorded.
+            return sampling.sample(
+                base_fn, residual_fn, x0.shape, jax.random.key(0), jax.random.key(1), lambdas,
+                abar, K, num_steps=6, eta=eta, key_input=key_input, cond=cond, null_cond=null,
+                guidance_scale=guidance_scale,
+            )
+
+    for eta in (0.0, 1.0):
+        per_step = run("x0", eta)
+        first = run("clean", eta)
+        shown = list(seen)
+        np.testing.assert_allclose(first[:, K], per_step[:, K], atol=1e-6)
+        assert not np.allclose(first[:, 0], per_step[:, 0])  # The others saw another key frame.
+        # At every step the slot holds the finished key frame, in both branches of guidance.
+        key = first[:, K]
+        key = jnp.concatenate([key, key]) if guidance_scale != 1.0 else key
+        assert len(shown) == 6
+        for step_input in shown:
+            np.testing.assert_allclose(step_input, key, atol=1e-6)
+
+
+def test_key_frame_drawn_first_is_not_moved_by_reconstruction_guidance():
+    # A clip continued with its key frame free: with 'clean', guidance steers the other free
+    # frames but not the key frame, which ends as drawn alone (as without guidance).
+    abar, lambdas, x0, *_ = _setup(seed=6, batch=2)
+    mask = jnp.arange(N) < K  # The frames before the key frame are held.
+
+    def base_fn(z, t, c):
+        return 0.5 * z
+
+    def residual_fn(z, t, c):
+        return 0.5 * z + 0.2 * jnp.roll(z, 1, axis=1)
+
+    def run(key_input, w):
+        return sampling.sample(
+            base_fn, residual_fn, x0.shape, jax.random.key(0), jax.random.key(1), lambdas, abar,
+            K, num_steps=6, eta=1.0, known=(x0, mask), known_guidance=w, key_input=key_input,
+        )
+
+    plain, guided = run("clean", 0.0), run("clean", 2.0)
+    np.testing.assert_allclose(guided[:, K], plain[:, K], atol=1e-6)
+    np.testing.assert_allclose(guided[:, :K], x0[:, :K], atol=1e-5)  # Held frames come back.
+    assert not np.allclose(guided[:, K + 1 :], plain[:, K + 1 :])  # Guidance moved the others.
+    # With 'x0' guidance moves the key frame too (it is one of the free frames there).
+    assert not np.allclose(run("x0", 2.0)[:, K], run("x0", 0.0)[:, K])
+
+
 def test_oracle_ddim_step_recovers_x0():
     abar, lambdas, x0, eps, base, residual, t = _setup()
     z_t = decomposed.q_sample(x0, t, eps, abar)

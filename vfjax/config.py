@@ -90,8 +90,9 @@ def base_config() -> ml_collections.ConfigDict:
     # frame (the paper's ablation of the rule).
     c.diffusion.base_stop_gradient = True
     # What the residual generator sees at the key frame: 'latent' (the paper's: the latent with
-    # the base removed, near zero at high noise) or 'x0' (the base generator's clipped estimate
-    # of the key frame; see `decomposed.remove_base`).
+    # the base removed, near zero at high noise), 'x0' (the base generator's clipped estimate
+    # of the key frame at each step) or 'clean' (the real key frame in training; in sampling the
+    # key frame drawn to its end first); see `decomposed.remove_base`.
     c.diffusion.key_input = "latent"
 
     c.model = ml_collections.ConfigDict()
@@ -312,9 +313,10 @@ def validate(
     w = c.diffusion.key_frame_weight
     if w is not None and not 0.0 < w < 1.0:
         raise ValueError(f"diffusion.key_frame_weight must lie in (0, 1) or be None, got {w}.")
-    if c.diffusion.key_input not in ("latent", "x0"):
+    if c.diffusion.key_input not in ("latent", "x0", "clean"):
         raise ValueError(
-            f"diffusion.key_input must be 'latent' or 'x0', got {c.diffusion.key_input!r}."
+            "diffusion.key_input must be 'latent', 'x0' or 'clean', got "
+            f"{c.diffusion.key_input!r}."
         )
     if not 0.0 <= c.diffusion.cond_drop_rate <= 1.0:
         raise ValueError(

@@ -113,7 +113,7 @@ def q_sample(x0: Array, t: Array, eps: Array, alphas_cumprod: Array) -> Array:
     return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * eps
 
 
-KEY_INPUTS = ("latent", "x0")
+KEY_INPUTS = ("latent", "x0", "clean")
 
 
 def remove_base(
@@ -124,6 +124,7 @@ def remove_base(
     alphas_cumprod: Array,
     key_frame: int | None = None,
     key_input: str = "latent",
+    key_value: Array | None = None,
 ) -> Array:
     """The residual generator's input `zr[i] = z_t[i] - sqrt(lam[i]) sqrt(1 - abar_t) b_hat`.
 
@@ -132,7 +133,10 @@ def remove_base(
     `x0_hat[k] = zr[k] / sqrt(abar_t)`, clipped to [-1, 1], in that slot instead, so the residual
     generator sees the key frame the others must follow at every noise level. The residual
     generator's output at the key frame has weight `sqrt(1 - 1) = 0`, so only what the other
-    frames see changes. 'latent' (the default) is the paper's input.
+    frames see changes. `key_input='clean'` puts `key_value`, a finished key frame, there: the
+    real key frame in training, and in sampling the key frame drawn to its end first
+    (`sampling.sample`), so the other frames follow the key frame they end up beside instead of
+    each step's estimate of it. 'latent' (the default) is the paper's input.
 
     Args:
       z_t: `[B, N, H, W, C]` latents.
@@ -140,8 +144,9 @@ def remove_base(
       t: `[B]` integer timesteps.
       lambdas: `[N]`.
       alphas_cumprod: `[T]`.
-      key_frame: the key frame index (needed for `key_input='x0'`).
-      key_input: 'latent' or 'x0'.
+      key_frame: the key frame index (needed for `key_input='x0'` and 'clean').
+      key_input: 'latent', 'x0' or 'clean'.
+      key_value: `[B, H, W, C]`, the key frame shown with `key_input='clean'`.
     """
     if key_input not in KEY_INPUTS:
         raise ValueError(f"key_input must be one of {KEY_INPUTS}, got {key_input!r}.")
@@ -150,7 +155,11 @@ def remove_base(
     if key_input == "latent":
         return zr
     if key_frame is None:
-        raise ValueError("key_input='x0' needs the key frame index.")
+        raise ValueError(f"key_input={key_input!r} needs the key frame index.")
+    if key_input == "clean":
+        if key_value is None:
+            raise ValueError("key_input='clean' needs the key frame's value (key_value).")
+        return zr.at[:, key_frame].set(key_value.astype(zr.dtype))
     x0_key = jnp.clip(zr[:, key_frame] / jnp.sqrt(abar[:, 0]), -1.0, 1.0)
     return zr.at[:, key_frame].set(x0_key.astype(zr.dtype))
 
@@ -164,11 +173,12 @@ def predict_noise(
     alphas_cumprod: Array,
     key_frame: int,
     key_input: str = "latent",
+    key_value: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """The two-stage estimate: base from the key frame, then the residual of every frame.
 
     Returns `(eps_hat, base_hat, residual_hat)`; with `base_fn=None` (VDM baseline) `base_hat`
-    is zero and `eps_hat = residual_hat`. `key_input` as `remove_base`.
+    is zero and `eps_hat = residual_hat`. `key_input` and `key_value` as `remove_base`.
     """
     if base_fn is None:
         base_hat = jnp.zeros_like(z_t[:, :1])
@@ -176,7 +186,7 @@ def predict_noise(
         base_hat = base_fn(z_t[:, key_frame], t)[:, None]  # [B, 1, H, W, C]
     if base_fn is None:
         key_input = "latent"  # No base generator, no key frame to show.
-    zr = remove_base(z_t, base_hat, t, lambdas, alphas_cumprod, key_frame, key_input)
+    zr = remove_base(z_t, base_hat, t, lambdas, alphas_cumprod, key_frame, key_input, key_value)
     residual_hat = residual_fn(zr, t)
     return combine(base_hat, residual_hat, lambdas), base_hat, residual_hat
 
@@ -238,7 +248,9 @@ def videofusion_loss(
         base_mix = base_sg = base_fn(z_t[:, key_frame], t)[:, None]
     if base_fn is None:
         key_input = "latent"
-    zr = remove_base(z_t, base_sg, t, lambdas, alphas_cumprod, key_frame, key_input)
+    # 'clean' shows the residual generator the real key frame (sampling: the finished one).
+    key_value = x0[:, key_frame] if key_input == "clean" else None
+    zr = remove_base(z_t, base_sg, t, lambdas, alphas_cumprod, key_frame, key_input, key_value)
     residual_hat = residual_fn(zr, t)
     eps_hat = combine(base_mix, residual_hat, lambdas)
 

@@ -20,7 +20,7 @@ class Diffusion:
     alphas_cumprod: np.ndarray
     lambdas: np.ndarray
     key_frame: int
-    # What the residual generator sees at the key frame: 'latent' (the paper's) or 'x0'
+    # What the residual generator sees at the key frame: 'latent' (the paper's), 'x0' or 'clean'
     # (`decomposed.remove_base`).
     key_input: str = "latent"
 

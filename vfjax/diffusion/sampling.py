@@ -154,7 +154,9 @@ def sample(
         (the continuation of a long video); the others are generated around them.
       known_guidance: the weight `w_r` of reconstruction guidance towards the known frames
         (`make_step`); 0 holds them by replacement alone.
-      key_input: what the residual generator sees at the key frame (`decomposed.remove_base`).
+      key_input: what the residual generator sees at the key frame (`decomposed.remove_base`);
+        'clean' first draws the key frame alone to its end (`_draw_key_frame`, a pass of the
+        base generator only) and shows that at every step.
 
     Returns:
       float32 videos `[B, num_clips * N, H, W, C]`, clipped to [-1, 1].
@@ -165,9 +167,31 @@ def sample(
             lambda x: jnp.repeat(x, num_clips, axis=0), (cond, null_cond)
         )
 
+    key_value = None
+    if key_input == "clean" and base_fn is not None:
+        key_value = _draw_key_frame(
+            base_fn,
+            (b, 1, h, w, c),
+            base_rng,
+            residual_rng,
+            alphas_cumprod,
+            key_frame,
+            num_steps=num_steps,
+            eta=eta,
+            clip_x0=clip_x0,
+            cond=cond,
+            null_cond=null_cond,
+            guidance_scale=guidance_scale,
+            num_clips=num_clips,
+            known=known,
+        )
+
     def two_stage(z, t, c):
         """The combined estimate under condition `c`: base, base removed, residual."""
         base = None if base_fn is None else (lambda z, t: base_fn(z, t, c))
+        shown = key_value
+        if shown is not None and shown.shape[0] != z.shape[0]:
+            shown = jnp.concatenate([shown, shown])  # `guided` runs both conditions as one batch.
         return decomposed.predict_noise(
             base,
             lambda z, t: residual_fn(z, t, c),
@@ -177,6 +201,7 @@ def sample(
             alphas_cumprod,
             key_frame,
             key_input,
+            shown,
         )[0]
 
     def predict(z, t):
@@ -196,10 +221,64 @@ def sample(
         num_clips=num_clips,
         known=known,
         known_guidance=known_guidance,
+        # A key frame drawn first must end as drawn: guidance does not steer it here.
+        unsteered_frame=key_frame if key_value is not None else None,
     )
     z = draw_noise(base_rng, residual_rng, shape, lambdas, num_clips)
     x0 = jax.lax.fori_loop(0, num_steps, body, z)
     return jnp.clip(x0, -1.0, 1.0).reshape(b, num_clips * n, h, w, c)
+
+
+def _draw_key_frame(
+    base_fn: CondBaseFn,
+    key_shape,
+    base_rng: Array,
+    residual_rng: Array,
+    alphas_cumprod: Array,
+    key_frame: int,
+    *,
+    num_steps: int,
+    eta: float,
+    clip_x0: bool,
+    cond: Any,
+    null_cond: Any,
+    guidance_scale: float,
+    num_clips: int,
+    known: tuple[Array, Array] | None,
+) -> Array:
+    """The key frame alone, drawn to its end: `[B * num_clips, H, W, C]`.
+
+    The key frame's noise is the base noise alone (`lam[k] = 1`) and its estimate the base
+    generator's, so its trajectory in `sample` does not depend on the other frames: run alone with
+    the same keys it ends where it would end beside them (`draw_noise` of one frame with share 1
+    is the base noise itself). `key_input='clean'` draws it first and shows it to the residual
+    generator at every step of the clip.
+    """
+
+    def predict(z, t):
+        return guided(
+            lambda z, t, c: base_fn(z[:, 0], t, c)[:, None], z, t, cond, null_cond, guidance_scale
+        )
+
+    one = jnp.ones((1,), jnp.float32)
+    if known is not None:
+        values, mask = known
+        known = (values[:, key_frame : key_frame + 1], mask[key_frame : key_frame + 1])
+    body = make_step(
+        predict,
+        alphas_cumprod,
+        num_steps,
+        base_rng,
+        residual_rng,
+        key_shape,
+        one,
+        eta=eta,
+        clip_x0=clip_x0,
+        num_clips=num_clips,
+        known=known,
+    )
+    z = draw_noise(base_rng, residual_rng, key_shape, one, num_clips)
+    return jnp.clip(jax.lax.fori_loop(0, num_steps, body, z), -1.0, 1.0)[:, 0]
 
 
 def make_step(
@@ -216,6 +295,7 @@ def make_step(
     num_clips: int = 1,
     known: tuple[Array, Array] | None = None,
     known_guidance: float = 0.0,
+    unsteered_frame: int | None = None,
 ) -> Callable[[int, Array], Array]:
     """The sampler's update as `body(i, z_t) -> z_s`, step `i` of `num_steps` (`t -> s`).
 
@@ -229,7 +309,8 @@ def make_step(
     guidance of Ho et al., "Video Diffusion Models" (2022), eq. 7,
     `x0_b <- x0_b - (w_r sqrt(abar_t) / 2) grad_{z_b} ||x_a - x0_a(z_t)||^2`, which conditions
     them on the values of the known frames `x_a` rather than on their noisy latents alone (what
-    replacement does). It costs a backward pass of the networks per step.
+    replacement does). It costs a backward pass of the networks per step. `unsteered_frame`, when
+    given, is left out of that correction as the known frames are.
     """
     steps = jnp.asarray(ddim_timesteps(alphas_cumprod.shape[0], num_steps))
     steps_next = jnp.concatenate([steps[1:], jnp.array([-1], jnp.int32)])
@@ -245,7 +326,12 @@ def make_step(
         correction = None
         if guide:
             values, mask = known
-            held = mask.reshape((1, -1) + (1,) * (z.ndim - 2)).astype(jnp.float32)
+            frames = (1, -1) + (1,) * (z.ndim - 2)
+            held = mask.reshape(frames).astype(jnp.float32)
+            steered = ~mask
+            if unsteered_frame is not None:
+                steered = steered.at[unsteered_frame].set(False)
+            steered = steered.reshape(frames).astype(jnp.float32)
 
             def reconstruction_error(z):
                 eps = predict(z, t).astype(jnp.float32)
@@ -253,7 +339,7 @@ def make_step(
                 return jnp.sum(held * jnp.square(values - x0)), eps
 
             grad, eps_hat = jax.grad(reconstruction_error, has_aux=True)(z)
-            correction = -(known_guidance * jnp.sqrt(abar_t) / 2.0) * (1.0 - held) * grad
+            correction = -(known_guidance * jnp.sqrt(abar_t) / 2.0) * steered * grad
         else:
             eps_hat = predict(z, t)
         noise = None
