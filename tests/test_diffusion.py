@@ -142,7 +142,13 @@ def test_key_input_clean_shows_the_given_key_frame_in_training_and_sampling():
         return jnp.zeros_like(zr)
 
     decomposed.videofusion_loss(
-        lambda z, tt: jnp.zeros_like(z), residual_fn, x0, jax.random.key(3), lambdas, abar, K,
+        lambda z, tt: jnp.zeros_like(z),
+        residual_fn,
+        x0,
+        jax.random.key(3),
+        lambdas,
+        abar,
+        K,
         key_input="clean",
     )
     np.testing.assert_array_equal(seen["zr"][:, K], x0[:, K])
@@ -167,8 +173,19 @@ def test_key_input_clean_draws_the_key_frame_first_and_unchanged(guidance_scale)
         seen.clear()
         with jax.disable_jit():  # The loop runs in Python: every step's input is recorded.
             return sampling.sample(
-                base_fn, residual_fn, x0.shape, jax.random.key(0), jax.random.key(1), lambdas,
-                abar, K, num_steps=6, eta=eta, key_input=key_input, cond=cond, null_cond=null,
+                base_fn,
+                residual_fn,
+                x0.shape,
+                jax.random.key(0),
+                jax.random.key(1),
+                lambdas,
+                abar,
+                K,
+                num_steps=6,
+                eta=eta,
+                key_input=key_input,
+                cond=cond,
+                null_cond=null,
                 guidance_scale=guidance_scale,
             )
 
@@ -200,8 +217,19 @@ def test_key_frame_drawn_first_is_not_moved_by_reconstruction_guidance():
 
     def run(key_input, w):
         return sampling.sample(
-            base_fn, residual_fn, x0.shape, jax.random.key(0), jax.random.key(1), lambdas, abar,
-            K, num_steps=6, eta=1.0, known=(x0, mask), known_guidance=w, key_input=key_input,
+            base_fn,
+            residual_fn,
+            x0.shape,
+            jax.random.key(0),
+            jax.random.key(1),
+            lambdas,
+            abar,
+            K,
+            num_steps=6,
+            eta=1.0,
+            known=(x0, mask),
+            known_guidance=w,
+            key_input=key_input,
         )
 
     plain, guided = run("clean", 0.0), run("clean", 2.0)

@@ -315,8 +315,7 @@ def validate(
         raise ValueError(f"diffusion.key_frame_weight must lie in (0, 1) or be None, got {w}.")
     if c.diffusion.key_input not in ("latent", "x0", "clean"):
         raise ValueError(
-            "diffusion.key_input must be 'latent', 'x0' or 'clean', got "
-            f"{c.diffusion.key_input!r}."
+            f"diffusion.key_input must be 'latent', 'x0' or 'clean', got {c.diffusion.key_input!r}."
         )
     if not 0.0 <= c.diffusion.cond_drop_rate <= 1.0:
         raise ValueError(
