@@ -154,6 +154,12 @@ def test_key_input_clean_shows_the_given_key_frame_in_training_and_sampling():
     np.testing.assert_array_equal(seen["zr"][:, K], x0[:, K])
 
 
+def _six_steps(base_fn, residual_fn, shape, lambdas, abar, **kw):
+    """`sampling.sample` with fixed keys, key frame `K` and 6 steps."""
+    keys = (jax.random.key(0), jax.random.key(1))
+    return sampling.sample(base_fn, residual_fn, shape, *keys, lambdas, abar, K, num_steps=6, **kw)
+
+
 @pytest.mark.parametrize("guidance_scale", [1.0, 2.0])
 def test_key_input_clean_draws_the_key_frame_first_and_unchanged(guidance_scale):
     # The key frame's trajectory does not depend on the other frames, so drawn alone first it ends
@@ -172,16 +178,12 @@ def test_key_input_clean_draws_the_key_frame_first_and_unchanged(guidance_scale)
     def run(key_input, eta):
         seen.clear()
         with jax.disable_jit():  # The loop runs in Python: every step's input is recorded.
-            return sampling.sample(
+            return _six_steps(
                 base_fn,
                 residual_fn,
                 x0.shape,
-                jax.random.key(0),
-                jax.random.key(1),
                 lambdas,
                 abar,
-                K,
-                num_steps=6,
                 eta=eta,
                 key_input=key_input,
                 cond=cond,
@@ -216,16 +218,12 @@ def test_key_frame_drawn_first_is_not_moved_by_reconstruction_guidance():
         return 0.5 * z + 0.2 * jnp.roll(z, 1, axis=1)
 
     def run(key_input, w):
-        return sampling.sample(
+        return _six_steps(
             base_fn,
             residual_fn,
             x0.shape,
-            jax.random.key(0),
-            jax.random.key(1),
             lambdas,
             abar,
-            K,
-            num_steps=6,
             eta=1.0,
             known=(x0, mask),
             known_guidance=w,
