@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from vfjax import config as vfc  # noqa: E402
-from vfjax import experiments, fileio, writers  # noqa: E402
+from vfjax import experiments, fileio  # noqa: E402
 
 
 def run_name(point: dict) -> str:
@@ -77,7 +77,7 @@ def summary(runs: list[dict]) -> str:
     rows = [header]
     for r in runs:
         row = [r["name"], "-", "-", "-", "-", "-"]
-        lines = writers.read_metrics(fileio.join(r["workdir"], "metrics.jsonl"))
+        lines = fileio.read_jsonl(fileio.join(r["workdir"], "metrics.jsonl"))
         if lines:
             last = lines[-1]
             row[1:5] = [str(last["step"])] + [

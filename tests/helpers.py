@@ -12,9 +12,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = os.path.join(ROOT, "configs", "default.py")
 
 # On top of `configs/default.py:runlocal`: one-level generators on a 2x4 mesh of the 8 fake
-# devices. Every test that trains uses these, so they share one compiled train step.
+# devices. Every test that trains uses these, so they share one compiled train step. A constant
+# rate after the 2 warm-up steps: a cosine schedule (the default's) is compiled into the step
+# with the run's length, so each run of another length (and each rerun to a later step) compiled
+# its own step, half a minute each here.
 TINY_FIELDS = {
     "batch_size": 8,
+    "optim.schedule": "constant",
     "mesh.data": 2,
     "mesh.fsdp": 4,
     "sample_every_steps": 0,
@@ -47,13 +51,21 @@ def tiny_cli_args(**fields) -> list[str]:
 HOOKS = os.path.join(ROOT, "tests", "hooks")
 
 
-def launch_env(num: int, **env) -> dict:
-    """The environment of `launch/local.sh num` in tests: 8 fake CPU devices in all, and the
-    processes share their compiled programs through the persistent cache (see
+# Fake CPU devices per launched process, and the mesh of a 2-process launch (2 devices). One
+# device each, not 4: XLA:CPU runs each process's fake devices on the same 2 cores, and a train
+# step of the tiny config took ~2 s on 2 processes of 4 devices against ~0.5 s on 2 of 1
+# (measured here, idle machine); the launches' steps and sampling dominate test_multiprocess.
+DEVICES_PER_PROCESS = 1
+TWO_PROCESS_MESH = {"mesh.data": 2, "mesh.fsdp": 1}
+
+
+def launch_env(**env) -> dict:
+    """The environment of `launch/local.sh` in tests: `DEVICES_PER_PROCESS` fake CPU devices
+    each, and the processes share their compiled programs through the persistent cache (see
     `tests/hooks/sitecustomize.py`); `env` on top."""
     return {
         **os.environ,
-        "DEVICES_PER_PROCESS": str(8 // num),
+        "DEVICES_PER_PROCESS": str(DEVICES_PER_PROCESS),
         "PYTHON": sys.executable,
         "PYTHONPATH": HOOKS,
         "VFJAX_TEST_SHARED_CACHE_KEY": "1",
@@ -62,10 +74,10 @@ def launch_env(num: int, **env) -> dict:
 
 
 def launch(tmp_path, name: str, num: int, args: list[str], env: dict | None = None, timeout=600):
-    """Runs `launch/local.sh num -- args` (4 fake CPU devices per process at 2 processes);
+    """Runs `launch/local.sh num -- args` (`DEVICES_PER_PROCESS` fake CPU devices each);
     returns `(returncode, {log name: text}, seconds)`. Logs go to `tmp_path/name/`."""
     log_dir = tmp_path / name
-    full_env = launch_env(num, LOG_DIR=str(log_dir), **(env or {}))
+    full_env = launch_env(LOG_DIR=str(log_dir), **(env or {}))
     cmd = ["bash", os.path.join(ROOT, "launch", "local.sh"), str(num), "--", *args]
     start = time.perf_counter()
     result = subprocess.run(

@@ -10,11 +10,27 @@ import pytest
 from tests.helpers import ROOT
 from vfjax.bench import isolate, report, suite
 
+# The toy suite's cases run here: each kind of case, and both sides of each ratio. Left out: the
+# peer architecture's sampling and its second train case (the same program as its first at the
+# toy size), each a process, a compile and a run of code that the cases here run already.
+TINY_CASES = (
+    "env",
+    "peer_check",
+    "train_vf",
+    "train_vdm",
+    "peer_arch_b4",
+    "peer_train",
+    "sample_vf",
+    "sample_vdm",
+    "peer_sample",
+)
+
 
 def test_tiny_suite_reports_every_field(tmp_path):
     out = tmp_path / "suite"
-    # Every case, as `python -m vfjax.bench suite --tiny` runs them (about 100 s alone here).
-    cmd = [sys.executable, "-m", "vfjax.bench", "suite", "--tiny", f"--out={out}"]
+    # As `python -m vfjax.bench suite --tiny --cases=...` runs them (every case: ~100 s alone).
+    cases = f"--cases={','.join(TINY_CASES)}"
+    cmd = [sys.executable, "-m", "vfjax.bench", "suite", "--tiny", f"--out={out}", cases]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads((out / "suite.json").read_text())
@@ -33,7 +49,9 @@ def test_tiny_suite_reports_every_field(tmp_path):
         else r["peer"]["error"]
     )
 
-    assert [c["name"] for c in r["cases"]] == [c.name for c in suite.cases(tiny=True)]
+    selected = [c.name for c in suite.cases(tiny=True) if c.name.startswith(TINY_CASES)]
+    assert [c["name"] for c in r["cases"]] == selected
+    assert "sample_peer_arch" not in selected and "peer_arch_b16" not in selected
     peer_can_run = r["peer"]["imports"] and r["peer"]["cuda"]
     for case in r["cases"]:
         assert {"kind", "what", "batch", "config", "status", "error", "wall_s"} <= set(case)
@@ -53,6 +71,20 @@ def test_tiny_suite_reports_every_field(tmp_path):
             assert case["videos_per_s"] == pytest.approx(case["batch"] / case["time_s"])
             result = json.loads((out / "cases" / f"{case['name']}.json").read_text())
             assert result["device"].startswith("cpu")
+
+    # The cases' own reports (`python -m vfjax.bench`, as run on its own): timings, FLOPs and
+    # memory of the train step, and sampling latency, each consistent with the others.
+    train = json.loads((out / "cases" / "train_vf.json").read_text())
+    assert train["device"].startswith("cpu") and len(train["step_times_s"]) == 2
+    assert train["model_flops_per_step"] > 0 and train["step_time_s"] > 0
+    assert train["videos_per_s"] == pytest.approx(train["batch_size"] / train["step_time_s"])
+    tflops = train["model_flops_per_step"] / train["step_time_s"] / 1e12
+    assert train["achieved_tflops"] == pytest.approx(tflops)
+    assert train["mfu"] is None and train["peak_memory_bytes"] > 0 and train["compile_s"] > 0
+    log = (out / "cases" / "train_vf.log").read_text()
+    assert "videos/s" in log and "TFLOP/step" in log
+    sampled = json.loads((out / "cases" / "sample_vf.json").read_text())
+    assert sampled["sample_latency_s"] > 0 and sampled["sample_videos_per_s"] > 0
 
     ratios = {q["name"]: q for q in r["ratios"]}
     assert len(ratios) == len(report.RATIOS)

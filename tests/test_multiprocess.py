@@ -1,5 +1,5 @@
-"""Every mode as several processes (`launch/local.sh 2`, 4 fake CPU devices each) against the same
-run in one process of 8 devices; a workdir on a bucket; preemption, kills inside a save, a
+"""Every mode as several processes (`launch/local.sh 2`, one fake CPU device each) against the
+same run in one process of 8 devices; a workdir on a bucket; preemption, kills inside a save, a
 damaged checkpoint, and failures on one process. (The process launches are few and each does
 much: they dominate this module's time.)"""
 
@@ -19,6 +19,7 @@ import pytest
 from tests import gcs_emulator
 from tests.helpers import (
     ROOT,
+    TWO_PROCESS_MESH,
     final_state,
     launch,
     launch_env,
@@ -32,9 +33,9 @@ from vfjax.evaluation import evaluate
 
 BUCKET = "vfjax-test"
 # A preview inside the run (step 2) and one at its end (step 3); the 8 preview videos and the
-# evaluation's batches of 8 are split over all 8 devices; 5 of 8 evaluated clips are valid.
-# Data parallel only: on this CPU every collective costs milliseconds across processes, and
-# sampling with fsdp-sharded parameters gathers them layer by layer.
+# evaluation's batches of 8 are split over all devices (8 here, 2 on 2 processes); 5 of 8
+# evaluated clips are valid. Data parallel only: on this CPU every collective costs milliseconds
+# across processes, and sampling with fsdp-sharded parameters gathers them layer by layer.
 RUN = {
     "mesh.data": 8,
     "mesh.fsdp": 1,
@@ -78,7 +79,8 @@ def test_every_mode_on_two_processes_and_a_bucket_equals_one_process(one_process
     workdir and the feature cache in a bucket: every file lands there, and each equals the
     1-process run's."""
     with gcs_emulator.start(BUCKET) as env:
-        args = tiny_cli_args(**RUN, **{"eval.cache_dir": f"gs://{BUCKET}/cache"})
+        cache = {"eval.cache_dir": f"gs://{BUCKET}/cache"}
+        args = tiny_cli_args(**{**RUN, **TWO_PROCESS_MESH, **cache})
         for mode in ("train", "sample", "evaluate"):
             rc, logs, _ = launch(
                 tmp_path, mode, 2, [*args, f"--workdir=gs://{BUCKET}/run", f"--mode={mode}"], env
@@ -145,21 +147,19 @@ def test_preemption_kill_inside_a_save_and_a_damaged_checkpoint_on_two_processes
     restored); 1 process finishes. The losses equal a straight 1-process run's at every step, and
     the final parameters and data position its final ones.
     (Steps on 2 processes of this CPU cost seconds each: the launches run few of them.)"""
-    # A constant rate after warm-up: the runs below stop at different `total_steps`, which a
-    # cosine schedule would stretch (the default's), changing every later step's rate.
-    fields = {
-        "log_every_steps": 1,
-        "checkpoint_every_steps": 3,
-        "keep_checkpoints": 3,
-        "optim.schedule": "constant",
-    }
+    # The tiny config's constant rate (not the default's cosine): the runs below stop at
+    # different `total_steps`, which a cosine schedule would stretch.
+    fields = {"log_every_steps": 1, "checkpoint_every_steps": 3, "keep_checkpoints": 3}
     straight, run = str(tmp_path / "straight"), str(tmp_path / "run")
     train.train(tiny(total_steps=10, **fields), straight)
     train.train(tiny(total_steps=2, **fields), run)
-    args = [*tiny_cli_args(total_steps=8, **fields), f"--workdir={run}"]
+    # On 2 processes the parameters are split over both (fsdp): each writes its half of every
+    # checkpoint and reads it back.
+    fsdp = {"mesh.data": 1, "mesh.fsdp": 2}
+    args = [*tiny_cli_args(total_steps=8, **fields, **fsdp), f"--workdir={run}"]
 
     # SIGTERM to every process once step 3 is logged: both save one step, then stop.
-    env = launch_env(2, LOG_DIR=str(tmp_path / "sigterm"))
+    env = launch_env(LOG_DIR=str(tmp_path / "sigterm"))
     launcher = subprocess.Popen(
         ["bash", "launch/local.sh", "2", "--", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE
     )
@@ -222,7 +222,7 @@ def test_a_failure_on_one_process_stops_both_with_its_error(tmp_path):
     data: the other, waiting in its first collective, stops within seconds with that error."""
     workdir = f"--workdir={tmp_path / 'run'}"
     rc, logs, seconds = launch(
-        tmp_path, "bad", 2, [*tiny_cli_args(**{"diffusion.lam": 1.5}), workdir]
+        tmp_path, "bad", 2, [*tiny_cli_args(**TWO_PROCESS_MESH, **{"diffusion.lam": 1.5}), workdir]
     )
     assert rc != 0 and seconds < 60, seconds
     for i in (0, 1):
@@ -230,7 +230,9 @@ def test_a_failure_on_one_process_stops_both_with_its_error(tmp_path):
         assert errors and all("diffusion.lam must lie in [0, 1]" in x for x in errors), errors
 
     env = {"VFJAX_TEST_FAIL_PROCESS": "1"}
-    rc, logs, seconds = launch(tmp_path, "one", 2, [*tiny_cli_args(), workdir], env)
+    rc, logs, seconds = launch(
+        tmp_path, "one", 2, [*tiny_cli_args(**TWO_PROCESS_MESH), workdir], env
+    )
     assert rc != 0
     message = "test: this process cannot open its data"
     assert f"vfjax: error: {message}" in logs["process_1.log"]

@@ -76,6 +76,14 @@ def read_json(p: PathLike) -> Any:
     return json.loads(read_text(p))
 
 
+def read_jsonl(p: PathLike) -> list:
+    """The objects of a JSON-lines file, one per non-empty line (none when there is no file)."""
+    p = path(p)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
 def append_text(p: PathLike, text: str) -> None:
     """Appends `text` to `p` (created if missing)."""
     p = path(p)

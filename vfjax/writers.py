@@ -60,18 +60,10 @@ class JsonlWriter(metric_writers.MetricWriter):
         self.flush()
 
 
-def read_metrics(path) -> list[dict]:
-    """The rows of a `metrics.jsonl` (empty when there is none)."""
-    path = fileio.path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def trim_metrics(path, last_step: int) -> None:
     """Drops rows after `last_step` (logged after the checkpoint a run resumes from), so the
     file of a resumed run holds each step once."""
-    rows = read_metrics(path)
+    rows = fileio.read_jsonl(path)
     kept = [r for r in rows if r["step"] <= last_step]
     if len(kept) != len(rows):
         fileio.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
