@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import DEFAULT, ROOT, final_state, tiny
-from vfjax import checkpointing, sharding, steps, train
+from vfjax import checkpointing, run_setup, sharding, steps, train
 from vfjax import state as state_lib
 
 
@@ -158,6 +158,29 @@ def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path, monkeypatch)
     params, data_state = final_state(workdir, tiny())
     assert data_state["step"] == 4
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
+
+
+def test_sampling_restores_the_parameters_alone(tmp_path):
+    """`run_setup.restore_ema` reads the EMA (or raw) parameters of a checkpoint without its
+    optimizer state: the same values as a full restore, in the run's shardings."""
+    workdir = str(tmp_path / "run")
+    config = tiny(total_steps=2, checkpoint_every_steps=2)
+    train.train(config, workdir)
+    config = run_setup.prepare_config(config)
+    setup = state_lib.build_setup(config, sharding.make_mesh(config.mesh))
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), writer=False)
+    full, _ = ckpt.restore(setup.abstract_state, 2)
+    ckpt.close()
+    for use_ema, expected in ((True, full.ema), (False, full.params)):
+        config.sampling.use_ema = use_ema
+        params, step = run_setup.restore_ema(config, setup, workdir)
+        assert step == 2
+        jax.tree.map(np.testing.assert_array_equal, params, expected)
+        shardings = jax.tree.map(lambda a: a.sharding, setup.abstract_state.ema)
+        assert jax.tree.map(lambda a: a.sharding, params) == shardings
+    # The two parts differ (after 2 steps the average lags the parameters).
+    pairs = zip(jax.tree.leaves(full.ema), jax.tree.leaves(full.params), strict=True)
+    assert any(not np.allclose(e, p) for e, p in pairs)
 
 
 @pytest.mark.xdist_group("default_config")

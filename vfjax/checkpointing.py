@@ -83,6 +83,18 @@ class _GuardedStateHandler(ocp.StandardCheckpointHandler):
 
     def restore(self, directory, item=None, args=None):
         try:
+            if args is not None and isinstance(args.item, dict):
+                # Some fields of the state (`{field: abstract subtree}`; the whole state is a
+                # `TrainState`): StandardRestore restores whole trees only, so PyTreeRestore's
+                # partial restore (of the handler Orbax's standard one wraps) reads them alone.
+                return self._impl.restore(
+                    directory,
+                    args=ocp.args.PyTreeRestore(
+                        item=args.item,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(args.item),
+                        partial_restore=True,
+                    ),
+                )
             return super().restore(directory, item=item, args=args)
         except Exception as e:  # Damage shows as many error types (tensorstore, OS, JSON).
             return _Failure(e)
@@ -236,8 +248,10 @@ class Checkpointer:
             logging.info("Saving checkpoint of step %d to %s", step, self.directory)
         return saved
 
-    def restore(self, abstract_state, step: int):
-        """Restores `step` into the shardings of `abstract_state`: `(state, data state)`.
+    def restore(self, abstract_state, step: int, part: str | None = None):
+        """Restores `step` into the shardings of `abstract_state`: `(state, data state)`; with
+        `part` (a field of the state: 'ema', 'params') that field alone, the others not read
+        (sampling needs neither the optimizer state nor the other parameters): `(part, None)`.
 
         Raises:
           CheckpointMismatchError: the checkpoint belongs to another model or optimizer.
@@ -246,22 +260,25 @@ class Checkpointer:
         problem = self._check_fits(abstract_state, step)
         restored = None
         if problem is None:
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=_StateRestore(abstract_target(abstract_state)),
-                    data=_DataRestore(),
-                ),
-            )
-            failed = [f for f in (restored["state"], restored["data"]) if isinstance(f, _Failure)]
+            target = abstract_target(abstract_state)
+            if part is None:
+                args = ocp.args.Composite(state=_StateRestore(target), data=_DataRestore())
+            else:
+                args = ocp.args.Composite(state=_StateRestore({part: getattr(target, part)}))
+            restored = self._manager.restore(step, args=args)
+            parts = [restored["state"], restored["data"] if part is None else None]
+            failed = [f for f in parts if isinstance(f, _Failure)]
             problem = str(failed[0]) if failed else None
         if _any_process(problem is not None):
             raise OSError(problem or "it did not restore on another process")
+        if part is not None:
+            return restored["state"][part], None
         return restored["state"], restored["data"]
 
-    def restore_latest(self, abstract_state):
-        """The newest checkpoint that restores: `(state, data state, step)`, or None when there
-        is none. Damaged ones on the way are set aside (renamed, not deleted).
+    def restore_latest(self, abstract_state, part: str | None = None):
+        """The newest checkpoint that restores: `(state, data state, step)` (`part`: as in
+        `restore`), or None when there is none. Damaged ones on the way are set aside (renamed,
+        not deleted).
 
         Raises:
           CheckpointMismatchError: the newest checkpoint belongs to another model or optimizer.
@@ -269,7 +286,7 @@ class Checkpointer:
         _silence_closed_loop_callbacks()
         for step in reversed(self.all_steps()):
             try:
-                state, data_state = self.restore(abstract_state, step)
+                state, data_state = self.restore(abstract_state, step, part)
             except OSError as e:
                 self._set_aside(step, str(e))
                 continue

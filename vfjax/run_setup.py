@@ -72,20 +72,21 @@ def restore_ema(config, setup: state_lib.Setup, workdir, step: int = -1):
     if not directory.is_dir():
         raise FileNotFoundError(f"No checkpoint in {directory}: train first (--mode=train).")
     ckpt = checkpointing.Checkpointer(directory, keep=config.keep_checkpoints, writer=False)
+    part = "ema" if config.sampling.use_ema else "params"  # Read alone: no optimizer state.
     try:
         if step >= 0:
             if step not in ckpt.all_steps():
                 raise FileNotFoundError(
                     f"No checkpoint of step {step} in {directory}; there are {ckpt.all_steps()}."
                 )
-            state, _ = ckpt.restore(setup.abstract_state, step)
+            params, _ = ckpt.restore(setup.abstract_state, step, part)
         else:
-            restored = ckpt.restore_latest(setup.abstract_state)
+            restored = ckpt.restore_latest(setup.abstract_state, part)
             if restored is None:
                 raise FileNotFoundError(
                     f"No checkpoint in {directory} restores: train first (--mode=train)."
                 )
-            state, _, step = restored
+            params, _, step = restored
     finally:
         ckpt.close()
-    return (state.ema if config.sampling.use_ema else state.params), step
+    return params, step
