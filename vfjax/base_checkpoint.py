@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from vfjax import fileio
-from vfjax.checkpointing import abstract_target
+from vfjax.checkpointing import abstract_target, partial_restore_args
 
 
 def write_tree(directory, tree: dict, step: int = 0) -> epath.Path:
@@ -68,11 +68,7 @@ def load_base_params(path, abstract_base: dict, use_ema: bool = True) -> dict:
     target = {key: {"base": abstract_target(abstract_base)}}
     # A part of another run's state: PyTreeRestore's partial restore (StandardRestore restores
     # whole trees only), into this run's shardings.
-    args = ocp.args.PyTreeRestore(
-        item=target,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True,
-    )
+    args = partial_restore_args(target)
     with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
         try:
             restored = checkpointer.restore(step_dir / "state", args=args)

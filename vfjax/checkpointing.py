@@ -87,14 +87,7 @@ class _GuardedStateHandler(ocp.StandardCheckpointHandler):
                 # Some fields of the state (`{field: abstract subtree}`; the whole state is a
                 # `TrainState`): StandardRestore restores whole trees only, so PyTreeRestore's
                 # partial restore (of the handler Orbax's standard one wraps) reads them alone.
-                return self._impl.restore(
-                    directory,
-                    args=ocp.args.PyTreeRestore(
-                        item=args.item,
-                        restore_args=ocp.checkpoint_utils.construct_restore_args(args.item),
-                        partial_restore=True,
-                    ),
-                )
+                return self._impl.restore(directory, args=partial_restore_args(args.item))
             return super().restore(directory, item=item, args=args)
         except Exception as e:  # Damage shows as many error types (tensorstore, OS, JSON).
             return _Failure(e)
@@ -150,6 +143,16 @@ def _silence_closed_loop_callbacks() -> None:
 
     hook._vfjax_filter = True
     sys.unraisablehook = hook
+
+
+def partial_restore_args(target) -> ocp.args.PyTreeRestore:
+    """Orbax's arguments to restore the leaves of `target` (a strict subtree of a saved tree,
+    abstract arrays with shardings) and read nothing else."""
+    return ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+    )
 
 
 def abstract_target(abstract) -> object:
