@@ -100,11 +100,14 @@ def test_long_video_measures_on_constructed_videos():
     stats = consistency.video_stats(videos)
     assert consistency.boundary_ratio(stats, [4, 8]) == pytest.approx(5.0, rel=1e-4)
     assert consistency.repeated_frames(videos) == 0
-    # Clips that repeat a frame exactly (the paper's recipe: every clip's key frame) are
-    # counted, once per repeat.
+    # Clips that repeat a frame (the paper's recipe: every clip's key frame) are counted, once
+    # per repeat, also when the copy is a rounding error off (as batched clips can be).
     videos[:, 6] = videos[:, 2]
-    videos[:, 10] = videos[:, 2]
+    videos[:, 10] = videos[:, 2] + np.float32(2e-4)
     assert consistency.repeated_frames(videos) == 2 * 2
+    # A frame that differs visibly in one value alone is not a repeat.
+    videos[:, 10, 0, 0, 0] += 0.05
+    assert consistency.repeated_frames(videos) == 2 * 1
     # Frames a clip apart: |i - j| >= 4 over the 12 frames, by hand.
     ramp = np.arange(12, dtype=np.float32)[None, :, None, None, None] * 0.1
     pairs = [(i, j) for i in range(12) for j in range(i + 4, 12)]
