@@ -147,6 +147,10 @@ def test_long_video_with_reconstruction_guidance(trained):
         out = sample.sample(tiny(**CLASS, **fields), trained)
         assert out["clips"] == 2 and out["long_video"]["clip_starts"] == [4]
         assert out["long_video"]["repeated_frames"] == 0
+        # The synthetic set's law over each whole 5-frame video, beside real 5-frame videos.
+        law = out["data_law"]
+        assert law["generated"]["num_clips"] == law["real"]["num_clips"] == out["num_videos"]
+        assert law["real"]["share"] == 1.0
         return out["paths"][0], np.load(out["paths"][0][: -len(".gif")] + ".npy")
 
     (plain_path, plain), (guided_path, guided) = long_video(0.0), long_video(2.0)

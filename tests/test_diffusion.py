@@ -287,6 +287,62 @@ def test_sampler_with_oracle_returns_the_data(eta, steps):
     np.testing.assert_allclose(out, x0, atol=2e-3)
 
 
+def _v_oracle(x0, lambdas, abar):
+    """The oracle's answers as v (`decomposed.base_as_noise`, `residual_as_noise`)."""
+    base_eps, residual_eps = _oracle(x0, lambdas, abar)
+    lam = lambdas[None, :, None, None, None]
+
+    def base_fn(z_key, t, cond):
+        a = abar[t][:, None, None, None]
+        return jnp.sqrt(a) * base_eps(z_key, t, cond) - jnp.sqrt(1 - a) * x0[:, K]
+
+    def residual_fn(zr, t, cond):
+        a = abar[t][:, None, None, None, None]
+        s = jnp.sqrt(1 - a) * jnp.sqrt(1 - lam)
+        rho = jnp.sqrt(a + s**2)
+        return (jnp.sqrt(a) * residual_eps(zr, t, cond) - s * x0) / rho
+
+    return base_fn, residual_fn
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.0])
+def test_sampler_with_a_v_oracle_returns_the_data(lam):
+    abar, lambdas, x0, *_ = _setup(seed=4, batch=2, lam=lam)
+    if lam == 0:  # The VDM baseline: no key frame, no base generator.
+        lambdas = decomposed.independent_lambdas(N)
+    base_fn, residual_fn = _v_oracle(x0, lambdas, abar)
+    out = sampling.sample(
+        base_fn if lam > 0 else None,
+        residual_fn,
+        x0.shape,
+        jax.random.key(5),
+        jax.random.key(6),
+        lambdas,
+        abar,
+        K,
+        num_steps=10,
+        clip_x0=False,
+        prediction="v",
+    )
+    np.testing.assert_allclose(out, x0, atol=2e-3)
+    with pytest.raises(ValueError, match="prediction"):
+        decomposed.base_as_noise(base_fn, "x0", abar)
+
+
+def test_loss_weights_min_snr_and_v():
+    abar = jnp.asarray(schedules.make_schedule("linear"))
+    t = jnp.array([0, 300, 999])
+    a = np.asarray(abar)[np.asarray(t)]
+    snr = a / (1 - a)
+    np.testing.assert_allclose(decomposed.loss_weights(t, abar, "eps", 0.0), 1.0)
+    np.testing.assert_allclose(decomposed.loss_weights(t, abar, "v", 0.0), 1 / a, rtol=1e-5)
+    for prediction in ("eps", "v"):
+        w = decomposed.loss_weights(t, abar, prediction, 5.0)
+        np.testing.assert_allclose(w, np.minimum(snr, 5.0) / snr, rtol=1e-5)
+    # Low noise (SNR far above 5) is weighted down, high noise (SNR below 5) not at all.
+    assert w[0] < 0.01 and w[2] == pytest.approx(1.0)
+
+
 def test_ddim_eta0_is_deterministic_and_keys_matter():
     abar, lambdas, x0, *_ = _setup(seed=4, batch=2)
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import CLASS_FIELDS, tiny
 from vfjax import run_setup
+from vfjax.data import synthetic_law
 from vfjax.evaluation import evaluate
 
 pytestmark = pytest.mark.xdist_group("class_run")  # Shares the class_run fixture (conftest).
@@ -81,13 +82,22 @@ def test_evaluate_writes_every_protocol_field(trained, tmp_path, caplog):
     assert measures["generated"]["key_frames"] == measures["real"]["key_frames"] == [2]
     assert measures["generated"]["num_videos"] == 3 and measures["real"]["num_videos"] == 3
     assert len(measures["generated"]["adjacent_frame_difference"]) == 8
+    # The synthetic set's law, on the 9-frame videos: every real clip obeys it.
+    law = saved["data_law"]
+    assert law["generated"]["num_clips"] == law["real"]["num_clips"] == 3
+    assert law["real"]["share"] == 1.0
+    assert 0.0 <= law["generated"]["share"] <= 1.0
+    assert set(law["generated"]["criteria"]) == set(synthetic_law.CRITERIA)
 
-    # The real side is cached per data set and protocol: asked again, it is read back.
+    # The real side is cached per data set and protocol: asked again, it is read back, the
+    # law's counts with it.
     config = run_setup.prepare_config(_eval_config(tmp_path))
     protocol = evaluate._protocol(config)
     network = evaluate.i3d.with_preprocess(evaluate.i3d.load_i3d(), protocol.resize_method)
-    feats, _, cached = evaluate.real_features(config, protocol, network, None)
+    the_law = synthetic_law.Law.of(config.data)
+    feats, _, law_counts, cached = evaluate.real_features(config, protocol, network, None, the_law)
     assert cached and feats.shape == (3, 400)
+    assert synthetic_law.report_from_counts(law_counts, the_law) == law["real"]
 
 
 def test_evaluate_refuses_unknown_protocol_and_missing_checkpoint(tmp_path, trained):

@@ -37,8 +37,17 @@ def _residual(scale: float, shift: float):
     return base, fn
 
 
-@pytest.mark.parametrize("weights", [None, (0.1, 0.1, 0.6, 0.1, 0.1)])
-def test_loss_equals_the_hand_computed_value(weights):
+@pytest.mark.parametrize(
+    "weights,prediction,gamma",
+    [
+        (None, "eps", 0.0),
+        ((0.1, 0.1, 0.6, 0.1, 0.1), "eps", 0.0),
+        (None, "v", 0.0),
+        (None, "v", 5.0),
+        (None, "eps", 5.0),
+    ],
+)
+def test_loss_equals_the_hand_computed_value(weights, prediction, gamma):
     abar = jnp.asarray(schedules.make_schedule("linear", 1000))
     lambdas = decomposed.frame_lambdas(N, 0.5, K)
     x0 = jax.random.uniform(jax.random.key(1), SHAPE, minval=-1, maxval=1)
@@ -46,7 +55,9 @@ def test_loss_equals_the_hand_computed_value(weights):
     base = Recorder(0.3, 0.2)
     residual, residual_fn = _residual(-0.4, 0.1)
     w = None if weights is None else jnp.asarray(weights, jnp.float32)
-    loss, terms = decomposed.videofusion_loss(base, residual_fn, x0, rng, lambdas, abar, K, w)
+    loss, terms = decomposed.videofusion_loss(
+        base, residual_fn, x0, rng, lambdas, abar, K, w, prediction=prediction, min_snr_gamma=gamma
+    )
 
     # The same draws, by hand: the timestep and the decomposed noise from the same key.
     t_rng, noise_rng = jax.random.split(rng)
@@ -63,19 +74,34 @@ def test_loss_equals_the_hand_computed_value(weights):
     ((z_key, t_key),) = base.inputs
     np.testing.assert_allclose(z_key, z_t[:, K], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(t_key, t)
-    b_hat = (0.3 * z_t[:, K] + 0.2 * np.cos(t)[:, None, None, None])[:, None]
+    b_out = (0.3 * z_t[:, K] + 0.2 * np.cos(t)[:, None, None, None])[:, None]
+    # A v output is turned into noise: b = sqrt(abar) v + sqrt(1 - abar) z.
+    b_hat = (
+        b_out if prediction == "eps" else np.sqrt(a) * b_out + np.sqrt(1 - a) * z_t[:, K : K + 1]
+    )
     # The residual network sees every frame with sqrt(lam) sqrt(1 - abar_t) b_hat removed.
     ((z_res, _),) = residual.inputs
     expected_zr = z_t - np.sqrt(lam) * np.sqrt(1 - a) * b_hat
-    np.testing.assert_allclose(z_res, expected_zr, rtol=1e-5, atol=1e-6)
-    r_hat = -0.4 * expected_zr + 0.1 * np.cos(t)[:, None, None, None, None]
+    np.testing.assert_allclose(z_res, expected_zr, rtol=1e-5, atol=1e-5)
+    r_out = -0.4 * expected_zr + 0.1 * np.cos(t)[:, None, None, None, None]
+    if prediction == "eps":
+        r_hat = r_out
+    else:  # zr = sqrt(abar) x + s r with s = sqrt(1 - abar) sqrt(1 - lam): its own v.
+        s = np.sqrt(1 - a) * np.sqrt(1 - lam)
+        rho = np.sqrt(a + s**2)
+        r_hat = (np.sqrt(a) * r_out + s * expected_zr / rho) / rho
     eps_hat = np.sqrt(lam) * b_hat + np.sqrt(1 - lam) * r_hat
-    per_frame = ((eps - eps_hat) ** 2).mean(axis=(0, 2, 3, 4))
+    snr = a / (1 - a)
+    if gamma > 0:
+        example_w = np.minimum(snr, gamma) / snr
+    else:
+        example_w = 1 / a if prediction == "v" else np.ones_like(a)
+    per_frame = (example_w * (eps - eps_hat) ** 2).mean(axis=(0, 2, 3, 4))
     frame_w = np.full(N, 1 / N) if weights is None else np.asarray(weights)
-    np.testing.assert_allclose(float(loss), float((frame_w * per_frame).sum()), rtol=1e-5)
-    np.testing.assert_allclose(float(terms["loss_key"]), per_frame[K], rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float((frame_w * per_frame).sum()), rtol=2e-5)
+    np.testing.assert_allclose(float(terms["loss_key"]), per_frame[K], rtol=2e-5)
     others = np.delete(per_frame, K).mean()
-    np.testing.assert_allclose(float(terms["loss_residual"]), others, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["loss_residual"]), others, rtol=2e-5)
 
 
 def _grads_by_frame(stop_gradient: bool) -> np.ndarray:

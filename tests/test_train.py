@@ -208,3 +208,9 @@ def test_readme_main_command_end_to_end(tmp_path):
     assert frames.shape[0] == 8 and frames.shape[-1] in (3, 4)
     assert os.path.getsize(os.path.join(workdir, "samples", "step_0000004.mp4")) > 0
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+    # The preview's measures: the frames' consistency and the synthetic set's law.
+    with open(os.path.join(workdir, "samples", "step_0000004.json")) as f:
+        preview = json.load(f)
+    law = preview["data_law"]
+    assert law["num_clips"] == 8 and 0.0 <= law["share"] <= min(law["criteria"].values())
+    assert "data law obeyed by" in result.stderr

@@ -94,6 +94,11 @@ def base_config() -> ml_collections.ConfigDict:
     # of the key frame at each step) or 'clean' (the real key frame in training; in sampling the
     # key frame drawn to its end first); see `decomposed.remove_base`.
     c.diffusion.key_input = "latent"
+    # What both networks output: 'eps' (the noise, the paper's) or 'v' (Salimans & Ho 2022;
+    # `decomposed.base_as_noise`). The loss is on the noise they imply, weighted per example by
+    # min-SNR-gamma (Hang et al. 2023) when `min_snr_gamma > 0`, else by the target's own loss.
+    c.diffusion.prediction = "eps"
+    c.diffusion.min_snr_gamma = 0.0
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "videofusion"  # 'videofusion', 'vdm' or 'image'.
@@ -316,6 +321,15 @@ def validate(
     if c.diffusion.key_input not in ("latent", "x0", "clean"):
         raise ValueError(
             f"diffusion.key_input must be 'latent', 'x0' or 'clean', got {c.diffusion.key_input!r}."
+        )
+    if c.diffusion.prediction not in ("eps", "v"):
+        raise ValueError(
+            f"diffusion.prediction must be 'eps' or 'v', got {c.diffusion.prediction!r}."
+        )
+    if not c.diffusion.min_snr_gamma >= 0.0:
+        raise ValueError(
+            f"diffusion.min_snr_gamma must be >= 0 (0: no min-SNR weighting), got "
+            f"{c.diffusion.min_snr_gamma}."
         )
     if not 0.0 <= c.diffusion.cond_drop_rate <= 1.0:
         raise ValueError(

@@ -1,7 +1,8 @@
 """`--mode=sample`: videos from a checkpoint's EMA parameters, long videos included.
 
 Beside the videos (`samples/sample_*.gif|mp4|npy`), a JSON holds their frame-consistency
-measures against as many real clips; with `sampling.num_frames` larger than the clip length, the
+measures against as many real clips (on the synthetic set also the share of videos that obey its
+law, `data_law`); with `sampling.num_frames` larger than the clip length, the
 videos are long videos (`vfjax.long_video`) and the JSON also holds how their clips join, whether
 frames repeat, and how alike their content stays.
 """
@@ -13,7 +14,7 @@ import numpy as np
 
 from vfjax import consistency, distributed, fileio, long_video, run_setup, samples
 from vfjax import data as data_lib
-from vfjax.data import text
+from vfjax.data import synthetic_law, text
 from vfjax.diffusion import decomposed
 
 
@@ -80,9 +81,20 @@ def sample(config, workdir: str) -> dict:
                 clip,
             )
         result["consistency"] = frame_consistency(config, videos)
+        if synthetic_law.applies(config.data):
+            result["data_law"] = data_law(config, videos)
         fileio.write_json(f"{stem}.json", result)
         logging.info("Wrote %s", ", ".join(result["paths"]))
         _log_consistency(result["consistency"])
+        if "data_law" in result:
+            law = result["data_law"]
+            logging.info(
+                "Data law (synthetic set): %.1f%% of the generated videos obey it, %.1f%% of as "
+                "many real ones; per criterion %s",
+                100 * law["generated"]["share"],
+                100 * law["real"]["share"],
+                law["generated"]["criteria"],
+            )
     return result
 
 
@@ -124,6 +136,17 @@ def frame_consistency(config, videos: np.ndarray) -> dict:
     generated = consistency.report(consistency.video_stats(clips), key)
     real = consistency.report(consistency.video_stats(real_clips(config, len(clips))), key)
     return consistency.compare(generated, real)
+
+
+def data_law(config, videos: np.ndarray) -> dict:
+    """The synthetic set's law (`vfjax.data.synthetic_law`) scored on the generated videos,
+    whole (a long video as one), beside as many real videos of the same length."""
+    law = synthetic_law.Law.of(config.data)
+    real = synthetic_law.real_clips(config.data, len(videos), videos.shape[1])
+    return {
+        "generated": synthetic_law.report(videos, law),
+        "real": synthetic_law.report(real, law),
+    }
 
 
 def _log_consistency(measures: dict) -> None:

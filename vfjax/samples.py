@@ -54,3 +54,27 @@ def write_samples(path_stem, videos: np.ndarray, fps: int = 8, scale: int = 0) -
     with fileio.local_file_for_writing(mp4) as local:
         video_io.write_video(local, even, fps=fps)
     return [gif, mp4]
+
+
+def filmstrips(videos: np.ndarray, scale: int = 4, pad: int = 1) -> np.ndarray:
+    """One row per video, its frames left to right: `[B, N, H, W, C]` in [-1, 1] -> one uint8
+    image `[rows, cols, 3]` (enlarged `scale` times, nearest neighbour)."""
+    frames = to_uint8(videos)  # [B, N, H, W, 3]
+    b, n = frames.shape[:2]
+    return grid(frames.reshape((b * n, 1) + frames.shape[2:]), columns=n, scale=scale, pad=pad)[0]
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
+    """Two images `[H, W, 3]` next to each other on white, top-aligned, `gap` pixels apart."""
+    height = max(left.shape[0], right.shape[0])
+    out = np.full((height, left.shape[1] + gap + right.shape[1], 3), 255, np.uint8)
+    out[: left.shape[0], : left.shape[1]] = left
+    out[: right.shape[0], left.shape[1] + gap :] = right
+    return out
+
+
+def write_png(path, image: np.ndarray) -> str:
+    """Writes a uint8 image `[H, W, 3]` as PNG (local or bucket path); returns the path."""
+    with fileio.local_file_for_writing(str(path)) as local:
+        iio.imwrite(local, image, extension=".png")
+    return str(path)

@@ -26,6 +26,8 @@ def diffusion_from_config(config) -> Diffusion:
         config.diffusion.schedule,
         config.diffusion.num_timesteps,
         config.diffusion.get("key_input", "latent"),
+        config.diffusion.get("prediction", "eps"),
+        config.diffusion.get("min_snr_gamma", 0.0),
     )
 
 

@@ -29,6 +29,7 @@ from vfjax import (
 from vfjax import data as data_lib
 from vfjax import sharding as sharding_lib
 from vfjax import state as state_lib
+from vfjax.data import synthetic_law
 from vfjax.diffusion import decomposed
 
 
@@ -90,6 +91,7 @@ class Previewer:
             config.data.num_frames, config.diffusion.key_frame
         )
         self._fn = steps.make_sampler(config, setup, self.num)
+        self.law = synthetic_law.Law.of(config.data) if synthetic_law.applies(config.data) else None
 
     def cond(self, batch: dict | None) -> dict | None:
         kind = self.config.data.cond
@@ -104,8 +106,9 @@ class Previewer:
 
     def __call__(self, state, step: int, writer, batch=None) -> np.ndarray:
         """Every process calls this (the videos are gathered from all of them); process 0
-        writes them (`samples/step_<step>.gif|mp4|npy`), a strip and the key-frame jump ratio
-        to TensorBoard, and the frame-consistency measures to `samples/step_<step>.json`."""
+        writes them (`samples/step_<step>.gif|mp4|npy`), a strip, the key-frame jump ratio and
+        (synthetic data) the share obeying the data's law to TensorBoard, and those measures to
+        `samples/step_<step>.json`."""
         seed = self.config.sampling.seed
         params = state.ema if self.config.sampling.use_ema else state.params
         keys = jax.random.key(seed), jax.random.key(seed + 1)
@@ -116,17 +119,23 @@ class Previewer:
             paths = samples.write_samples(stem, videos, fps=self.config.sampling.fps)
             fileio.save_npy(f"{stem}.npy", videos.astype(np.float16))
             measures = consistency.report(consistency.video_stats(videos), self.key_frame)
-            fileio.write_json(f"{stem}.json", {"step": step, "consistency": measures})
+            record = {"step": step, "consistency": measures}
+            scalars = {}
+            if "key_frame_jump_ratio" in measures:
+                scalars["preview/key_frame_jump_ratio"] = measures["key_frame_jump_ratio"]
+            if self.law is not None:
+                record["data_law"] = synthetic_law.report(videos, self.law)
+                scalars["preview/data_law_share"] = record["data_law"]["share"]
+            fileio.write_json(f"{stem}.json", record)
             rows = [np.concatenate(list(v), axis=1) for v in samples.to_uint8(videos[:4])]
             writer.write_images(step, {"samples": np.concatenate(rows, axis=0)[None]})
-            if "key_frame_jump_ratio" in measures:
-                writer.write_scalars(
-                    step, {"preview/key_frame_jump_ratio": measures["key_frame_jump_ratio"]}
-                )
+            if scalars:
+                writer.write_scalars(step, scalars)
             logging.info(
-                "Wrote samples %s (key-frame jump ratio %s)",
+                "Wrote samples %s (key-frame jump ratio %s%s)",
                 ", ".join(paths),
                 measures.get("key_frame_jump_ratio"),
+                f", data law obeyed by {record['data_law']['share']:.0%}" if self.law else "",
             )
         return videos
 

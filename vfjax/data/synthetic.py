@@ -107,8 +107,8 @@ class SyntheticVideos:
             speed = rng.uniform(*self.speed_range)
             velocity = speed * np.array([np.cos(angle), np.sin(angle)])
             color = class_color if class_color is not None else PALETTE[rng.integers(len(PALETTE))]
-            centres = _bouncing_path(start, velocity, size, res, n)  # [N, 2] as (x, y)
-            alpha = _coverage(shape, centres, size, self._xs, self._ys)  # [N, H, W]
+            centres = bouncing_path(start, velocity, size, res, n)  # [N, 2] as (x, y)
+            alpha = coverage(shape, centres, size, self._xs, self._ys)  # [N, H, W]
             color = np.asarray(color, np.float32)[:, None, None, None]
             frames += alpha * (color - frames)
         if self.channels == 1:
@@ -118,8 +118,9 @@ class SyntheticVideos:
         return {"video": video, "label": label}
 
 
-def _bouncing_path(start, velocity, size, resolution, num_frames) -> np.ndarray:
-    """Centres [N, 2] of an object moving from `start`, reflected off the walls.
+def bouncing_path(start, velocity, size, resolution, num_frames) -> np.ndarray:
+    """Centres [N, 2] of an object of half-size `size` moving from `start`, reflected off the
+    walls (its centre stays in [size, resolution - size]).
 
     Free motion unfolded onto a triangle wave of period 2L, with L the room the centre has
     between the walls, is exactly the bounced motion, with no per-frame loop.
@@ -131,11 +132,12 @@ def _bouncing_path(start, velocity, size, resolution, num_frames) -> np.ndarray:
     return (size + folded).astype(np.float32)
 
 
-def _coverage(shape: str, centres, size: float, xs, ys) -> np.ndarray:
+def coverage(shape: str, centres, size, xs, ys) -> np.ndarray:
     """Anti-aliased coverage [N, H, W] in [0, 1] of a shape of half-size `size` at `centres`.
 
     Each shape is a (near-)signed distance in pixels, d < 0 inside; coverage ramps over one
-    pixel around the edge.
+    pixel around the edge. `size` is a number, or one per frame shaped `[N, 1, 1]` (how
+    `vfjax.data.synthetic_law` fits frames).
     """
     dx = xs - centres[:, 0, None, None]  # [N, 1, W]
     dy = ys - centres[:, 1, None, None]  # [N, H, 1]

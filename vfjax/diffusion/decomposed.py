@@ -113,6 +113,67 @@ def q_sample(x0: Array, t: Array, eps: Array, alphas_cumprod: Array) -> Array:
     return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * eps
 
 
+PREDICTIONS = ("eps", "v")
+
+
+def base_as_noise(base_fn, prediction: str, alphas_cumprod: Array):
+    """The base generator as a noise estimator: `b_hat = sqrt(abar) o + sqrt(1 - abar) z` when it
+    outputs `o = v` (Salimans & Ho 2022: `v = sqrt(abar) eps - sqrt(1 - abar) x0`), itself when
+    it outputs the noise. Extra arguments (a condition) pass through; None stays None."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}.")
+    if prediction == "eps" or base_fn is None:
+        return base_fn
+
+    def noise(z, t, *args):
+        abar = _bcast(alphas_cumprod[t], z.ndim)
+        out = base_fn(z, t, *args).astype(jnp.float32)
+        return jnp.sqrt(abar) * out + jnp.sqrt(1.0 - abar) * z
+
+    return noise
+
+
+def residual_as_noise(residual_fn, prediction: str, lambdas: Array, alphas_cumprod: Array):
+    """The residual generator as a residual-noise estimator.
+
+    Its input `zr[i] = a x[i] + s[i] r[i]` (base removed) is an image diffusion of `x[i]` with
+    signal scale `a = sqrt(abar)` and noise scale `s[i] = sqrt(1 - abar) sqrt(1 - lam[i])`. With
+    `prediction='v'` the network outputs that diffusion's `v = (a r - s x) / rho`,
+    `rho = sqrt(a^2 + s^2)`, and `r_hat = (a o + s zr / rho) / rho`; for `lam = 0` (VDM) this is
+    the usual v. At the key frame (`s = 0`) the output has weight 0 in `eps_hat` either way.
+    """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}.")
+    if prediction == "eps":
+        return residual_fn
+
+    def noise(zr, t, *args):
+        a = jnp.sqrt(_bcast(alphas_cumprod[t], zr.ndim))
+        s = jnp.sqrt(1.0 - jnp.square(a)) * jnp.sqrt(1.0 - _frames(lambdas, zr.ndim))
+        rho = jnp.sqrt(jnp.square(a) + jnp.square(s))
+        out = residual_fn(zr, t, *args).astype(jnp.float32)
+        return (a * out + s * zr / rho) / rho
+
+    return noise
+
+
+def loss_weights(t: Array, alphas_cumprod: Array, prediction: str, min_snr_gamma: float) -> Array:
+    """Per-example weights `[B]` of the noise-prediction loss `||eps - eps_hat||^2`.
+
+    `min_snr_gamma > 0`: min-SNR-gamma (Hang et al. 2023), `min(SNR, gamma) / SNR`, whatever the
+    network outputs (the same weighting of the denoising error in every parametrisation). 0: the
+    target's own loss, uniform for `eps`, `1 / abar = (SNR + 1) / SNR` for `v` (the v loss
+    `||v - v_hat||^2` written on the noise).
+    """
+    abar = alphas_cumprod[t]
+    snr = abar / (1.0 - abar)
+    if min_snr_gamma > 0:
+        return jnp.minimum(snr, min_snr_gamma) / snr
+    if prediction == "v":
+        return 1.0 / abar
+    return jnp.ones_like(abar)
+
+
 KEY_INPUTS = ("latent", "x0", "clean")
 
 
@@ -202,8 +263,10 @@ def videofusion_loss(
     frame_weights: Array | None = None,
     base_stop_gradient: bool = True,
     key_input: str = "latent",
+    prediction: str = "eps",
+    min_snr_gamma: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
-    """The VideoFusion epsilon-prediction loss with its stop-gradient rule.
+    """The VideoFusion noise-prediction loss with its stop-gradient rule.
 
     `mean_i w[i] ||eps[i] - eps_hat[i]||^2`, where `b_hat` enters every non-key frame (its
     `eps_hat[i]` and its `zr[i]`) through `stop_gradient`: the base generator learns only from the
@@ -224,11 +287,16 @@ def videofusion_loss(
       frame_weights: `[N]` weights of the per-frame terms; default uniform `1 / N`.
       base_stop_gradient: apply the stop-gradient rule (the method's default).
       key_input: what the residual generator sees at the key frame (`remove_base`).
+      prediction: what the networks output, 'eps' (the noise) or 'v' (`base_as_noise`,
+        `residual_as_noise`); the loss is on the noise they imply either way.
+      min_snr_gamma: the per-example weighting (`loss_weights`).
 
     Returns:
-      `(loss, terms)`; terms hold `loss_key` (the key frame's MSE) and `loss_residual` (the
-      other frames' mean MSE), each a scalar.
+      `(loss, terms)`; terms hold `loss_key` (the key frame's weighted MSE) and `loss_residual`
+      (the other frames' mean weighted MSE), each a scalar.
     """
+    base_fn = base_as_noise(base_fn, prediction, alphas_cumprod)
+    residual_fn = residual_as_noise(residual_fn, prediction, lambdas, alphas_cumprod)
     batch, num_frames = x0.shape[:2]
     t_rng, noise_rng = jax.random.split(rng)
     t = jax.random.randint(t_rng, (batch,), 0, alphas_cumprod.shape[0])
@@ -254,7 +322,9 @@ def videofusion_loss(
     residual_hat = residual_fn(zr, t)
     eps_hat = combine(base_mix, residual_hat, lambdas)
 
-    per_frame = jnp.mean(jnp.square(eps - eps_hat.astype(jnp.float32)), axis=(0, 2, 3, 4))  # [N]
+    weights = _bcast(loss_weights(t, alphas_cumprod, prediction, min_snr_gamma), x0.ndim)
+    squared = weights * jnp.square(eps - eps_hat.astype(jnp.float32))  # [B, N, H, W, C]
+    per_frame = jnp.mean(squared, axis=(0, 2, 3, 4))  # [N]
     if frame_weights is None:
         frame_weights = jnp.full((num_frames,), 1.0 / num_frames, jnp.float32)
     loss = jnp.sum(frame_weights * per_frame)
@@ -267,16 +337,24 @@ def videofusion_loss(
 
 
 def image_loss(
-    base_fn: BaseFn, x0: Array, rng: Array, alphas_cumprod: Array
+    base_fn: BaseFn,
+    x0: Array,
+    rng: Array,
+    alphas_cumprod: Array,
+    prediction: str = "eps",
+    min_snr_gamma: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
     """Plain image-diffusion loss of the base generator alone on images `[B, H, W, C]`.
 
-    This is the key frame's term of `videofusion_loss`, so a base generator pretrained with it
-    continues where it left off inside a VideoFusion run.
+    This is the key frame's term of `videofusion_loss` (with the same `prediction` and
+    weighting), so a base generator pretrained with it continues where it left off inside a
+    VideoFusion run.
     """
+    base_fn = base_as_noise(base_fn, prediction, alphas_cumprod)
     t_rng, noise_rng = jax.random.split(rng)
     t = jax.random.randint(t_rng, (x0.shape[0],), 0, alphas_cumprod.shape[0])
     eps = jax.random.normal(noise_rng, x0.shape, jnp.float32)
     eps_hat = base_fn(q_sample(x0, t, eps, alphas_cumprod), t)
-    loss = jnp.mean(jnp.square(eps - eps_hat.astype(jnp.float32)))
+    weights = _bcast(loss_weights(t, alphas_cumprod, prediction, min_snr_gamma), x0.ndim)
+    loss = jnp.mean(weights * jnp.square(eps - eps_hat.astype(jnp.float32)))
     return loss, {"loss_key": loss}

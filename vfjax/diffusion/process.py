@@ -23,6 +23,10 @@ class Diffusion:
     # What the residual generator sees at the key frame: 'latent' (the paper's), 'x0' or 'clean'
     # (`decomposed.remove_base`).
     key_input: str = "latent"
+    # What the networks output, 'eps' or 'v' (`decomposed.base_as_noise`), and the loss's
+    # min-SNR weighting (0: the target's own loss; `decomposed.loss_weights`).
+    prediction: str = "eps"
+    min_snr_gamma: float = 0.0
 
     @classmethod
     def create(
@@ -34,6 +38,8 @@ class Diffusion:
         schedule: str = "linear",
         num_timesteps: int = 1000,
         key_input: str = "latent",
+        prediction: str = "eps",
+        min_snr_gamma: float = 0.0,
     ) -> "Diffusion":
         """VideoFusion shares (`lam`, key frame 1) or, for `kind='vdm'`, the baseline's zeros."""
         k = decomposed.key_frame_index(num_frames, key_frame)
@@ -45,8 +51,19 @@ class Diffusion:
             raise ValueError(
                 f"key_input must be one of {decomposed.KEY_INPUTS}, got {key_input!r}."
             )
+        if prediction not in decomposed.PREDICTIONS:
+            raise ValueError(
+                f"prediction must be one of {decomposed.PREDICTIONS}, got {prediction!r}."
+            )
+        if not min_snr_gamma >= 0:
+            raise ValueError(f"min_snr_gamma must be >= 0 (0: off), got {min_snr_gamma}.")
         return cls(
-            schedules.make_schedule(schedule, num_timesteps), np.asarray(lambdas), k, key_input
+            schedules.make_schedule(schedule, num_timesteps),
+            np.asarray(lambdas),
+            k,
+            key_input,
+            prediction,
+            float(min_snr_gamma),
         )
 
     @property

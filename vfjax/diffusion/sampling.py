@@ -124,6 +124,7 @@ def sample(
     known: tuple[Array, Array] | None = None,
     known_guidance: float = 0.0,
     key_input: str = "latent",
+    prediction: str = "eps",
 ) -> Array:
     """Samples videos by DDIM (`eta = 0`), DDPM (`eta = 1`, `num_steps = T`) or in between.
 
@@ -157,11 +158,15 @@ def sample(
       key_input: what the residual generator sees at the key frame (`decomposed.remove_base`);
         'clean' first draws the key frame alone to its end (`_draw_key_frame`, a pass of the
         base generator only) and shows that at every step.
+      prediction: what the networks output, 'eps' or 'v' (`decomposed.base_as_noise`,
+        `decomposed.residual_as_noise`); the sampler works on the noise they imply.
 
     Returns:
       float32 videos `[B, num_clips * N, H, W, C]`, clipped to [-1, 1].
     """
     b, n, h, w, c = shape
+    base_fn = decomposed.base_as_noise(base_fn, prediction, alphas_cumprod)
+    residual_fn = decomposed.residual_as_noise(residual_fn, prediction, lambdas, alphas_cumprod)
     if num_clips > 1:
         cond, null_cond = jax.tree.map(
             lambda x: jnp.repeat(x, num_clips, axis=0), (cond, null_cond)

@@ -8,7 +8,8 @@ and protocol. The result, `workdir/eval/<protocol>_<step>.json`, records everyth
 compare it (`report`).
 
 `evaluate` reads as its steps: the protocol, the run, the features of generated videos, the
-features of real clips, each metric, and the written result.
+features of real clips, each metric, and the written result. On the synthetic set the result also
+holds the share of generated and real videos that obey the data's law (`data_law`).
 """
 
 import hashlib
@@ -21,6 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from vfjax import consistency, distributed, fileio, long_video, run_setup
+from vfjax.data import synthetic_law
 from vfjax.evaluation import c3d, features, i3d, metrics, protocols, report, streams
 
 
@@ -76,7 +78,8 @@ def _check_request(config, protocol) -> bool:
 
 def generated_features(config, setup, ema, protocol, network, seed: int, keep, measure):
     """I3D features of `protocol.num_generated` generated videos, which pass `keep` (a
-    `streams.FirstVideos`) and `measure` (a `streams.Measured`) on their way."""
+    `streams.FirstVideos`) and `measure` (`streams.Measured`, `streams.LawCounted`, or both)
+    on their way."""
     videos = streams.generate(
         config, setup, ema, protocol, protocol.num_generated, protocol.num_frames, seed
     )
@@ -114,30 +117,38 @@ def _cache_path(config, protocol, network):
     return fileio.join(root, f"{config.data.name}_{protocol.name}_{digest}.npy")
 
 
-def real_features(config, protocol, network, mesh) -> tuple[np.ndarray, dict, bool]:
-    """I3D features of the real clips and their frame-consistency totals, from the cache when
-    this exact set was computed before (process 0 looks, and tells the others, so that all of
-    them take the same path)."""
+def real_features(config, protocol, network, mesh, law) -> tuple[np.ndarray, dict, dict, bool]:
+    """I3D features of the real clips, their frame-consistency totals and (with a `law`) their
+    data-law counts, from the cache when this exact set was computed before (process 0 looks,
+    and tells the others, so that all of them take the same path)."""
     path = _cache_path(config, protocol, network)
     stats_path = path.with_suffix(".consistency.json")
-    cached = path.exists() and stats_path.exists() if distributed.is_main() else False
+    law_path = path.with_suffix(".data_law.json")
+    cached = False
+    if distributed.is_main():
+        cached = path.exists() and stats_path.exists() and (law is None or law_path.exists())
     if jax.process_count() > 1:
         cached = bool(multihost_utils.broadcast_one_to_all(np.int32(cached)))
     if cached:
         logging.info("Real features from the cache %s", path)
         totals = {k: np.asarray(v) for k, v in fileio.read_json(stats_path).items()}
-        return fileio.load_npy(path), totals, True
-    measure = streams.Measured()
+        law_counts = None
+        if law is not None:
+            law_counts = {k: np.asarray(v) for k, v in fileio.read_json(law_path).items()}
+        return fileio.load_npy(path), totals, law_counts, True
+    measure, counted = streams.Measured(), streams.LawCounted(law)
     real = streams.real_clips(config, protocol, protocol.num_real, config.eval.seed)
-    clips = streams.rgb(measure(real))
+    clips = streams.rgb(counted(measure(real)))
     feats = features.extract_features(
         network, clips, mesh, total=protocol.num_real, desc="real clips"
     )
-    totals = measure.totals()
+    totals, law_counts = measure.totals(), counted.totals()
     if distributed.is_main():
         fileio.save_npy(path, feats)
         fileio.write_json(stats_path, {k: np.asarray(v).tolist() for k, v in totals.items()})
-    return feats, totals, False
+        if law_counts is not None:
+            fileio.write_json(law_path, {k: np.asarray(v).tolist() for k, v in law_counts.items()})
+    return feats, totals, law_counts, False
 
 
 def distances(gen_feats: np.ndarray, real_feats: np.ndarray, protocol) -> dict:
@@ -190,13 +201,23 @@ def evaluate(config, workdir) -> dict:
     start = time.time()
 
     seed = config.eval.seed + 1000
-    first, measure = streams.FirstVideos(16), streams.Measured()
-    gen_feats = generated_features(config, setup, ema, protocol, network, seed, first, measure)
-    gen_totals = measure.totals()
-    real_feats, real_totals, cached = real_features(config, protocol, network, setup.mesh)
+    law = synthetic_law.Law.of(config.data) if synthetic_law.applies(config.data) else None
+    first, measure, counted = streams.FirstVideos(16), streams.Measured(), streams.LawCounted(law)
+    gen_feats = generated_features(
+        config, setup, ema, protocol, network, seed, first, lambda b: counted(measure(b))
+    )
+    gen_totals, gen_law = measure.totals(), counted.totals()
+    real_feats, real_totals, real_law, cached = real_features(
+        config, protocol, network, setup.mesh, law
+    )
 
     result = report.record(config, protocol, network, step, cached)
     result["consistency"] = consistency_measures(config, protocol, gen_totals, real_totals)
+    if law is not None:
+        result["data_law"] = {
+            "generated": synthetic_law.report_from_counts(gen_law, law),
+            "real": synthetic_law.report_from_counts(real_law, law),
+        }
     result.update(distances(gen_feats, real_feats, protocol))
     if want_is:
         scores, classifier = inception_score(config, setup, ema, protocol, seed + 1)

@@ -3,8 +3,8 @@
 Each stream yields this process's share as `(videos [b, F, H, W, C], valid [b])` batches:
 generated videos from the checkpoint's sampler (`generate`; the same one training previews and
 the sample mode use), real clips from the data pipeline under the protocol's frames, stride and
-split (`real_clips`). The pass-through filters (`rgb`, `FirstVideos`, `Measured`) see every batch
-on its way to the feature network.
+split (`real_clips`). The pass-through filters (`rgb`, `FirstVideos`, `Measured`, `LawCounted`)
+see every batch on its way to the feature network.
 """
 
 import jax
@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from vfjax import consistency, distributed, long_video
 from vfjax import data as data_lib
+from vfjax.data import synthetic_law
 
 
 def _labels(config, start: int, batch: int) -> np.ndarray:
@@ -133,6 +134,31 @@ class Measured:
 
     def totals(self) -> dict:
         mine = consistency.totals(consistency.merge(self.parts))
+        if jax.process_count() == 1:
+            return mine
+        return jax.tree.map(lambda x: np.asarray(x).sum(axis=0), _allgather(mine))
+
+
+class LawCounted:
+    """Passes batches on, counting the valid videos that obey the synthetic set's law
+    (`vfjax.data.synthetic_law`) and each of its criteria; with `law=None` (other data) it only
+    passes them on. `totals()` sums the counts over all processes (all must call it)."""
+
+    def __init__(self, law: synthetic_law.Law | None):
+        self.law = law
+        self.counts: dict | None = None
+
+    def __call__(self, batches):
+        for videos, valid in batches:
+            if self.law is not None and np.any(valid):
+                scores = synthetic_law.score_clips(videos[valid], self.law)
+                self.counts = synthetic_law.add_counts(self.counts, synthetic_law.counts(scores))
+            yield videos, valid
+
+    def totals(self) -> dict | None:
+        if self.law is None:
+            return None
+        mine = self.counts or synthetic_law.empty_counts()
         if jax.process_count() == 1:
             return mine
         return jax.tree.map(lambda x: np.asarray(x).sum(axis=0), _allgather(mine))

@@ -35,7 +35,12 @@ def _frames_as_images_loss(base, x0, rng, diffusion, cond, dropout_rng):
     if cond is not None:
         cond = jax.tree.map(lambda c: jnp.repeat(c, n, axis=0), cond)
     return decomposed.image_loss(
-        lambda z, t: base(z, t, cond, rngs), images, rng, jnp.asarray(diffusion.alphas_cumprod)
+        lambda z, t: base(z, t, cond, rngs),
+        images,
+        rng,
+        jnp.asarray(diffusion.alphas_cumprod),
+        diffusion.prediction,
+        diffusion.min_snr_gamma,
     )
 
 
@@ -52,16 +57,31 @@ def _process_loss(base_fn, residual_fn, x0, rng, diffusion: Diffusion, frame_wei
     """`decomposed.videofusion_loss` under `diffusion` (base_fn None: the VDM baseline)."""
     consts = _constants(diffusion)
     return decomposed.videofusion_loss(
-        base_fn, residual_fn, x0, rng, *consts, frame_weights, stop, diffusion.key_input
+        base_fn,
+        residual_fn,
+        x0,
+        rng,
+        *consts,
+        frame_weights,
+        stop,
+        diffusion.key_input,
+        diffusion.prediction,
+        diffusion.min_snr_gamma,
     )
 
 
 def _process_sample(base_fn, residual_fn, shape, base_rng, residual_rng, diffusion, **kw):
     """`sampling.sample` under `diffusion` (base_fn None: the VDM baseline)."""
     rngs = (base_rng, residual_rng)
-    key_input = diffusion.key_input
     return sampling.sample(
-        base_fn, residual_fn, shape, *rngs, *_constants(diffusion), key_input=key_input, **kw
+        base_fn,
+        residual_fn,
+        shape,
+        *rngs,
+        *_constants(diffusion),
+        key_input=diffusion.key_input,
+        prediction=diffusion.prediction,
+        **kw,
     )
 
 
@@ -160,6 +180,7 @@ class ImageDiffusion(nnx.Module):
             0,
             cond=cond,
             null_cond=null,
+            prediction=diffusion.prediction,
             **kw,
         )
         return out.reshape(tuple(shape))

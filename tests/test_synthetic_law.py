@@ -1,0 +1,143 @@
+"""The synthetic set's law as a score: real clips obey it, clips broken on purpose do not."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from vfjax.data import config as config_lib
+from vfjax.data import synthetic, synthetic_law
+
+
+def _data_config(resolution=16, channels=1, num_frames=8, **synthetic_fields):
+    data = config_lib.default_config()
+    data.resolution, data.channels, data.num_frames = resolution, channels, num_frames
+    data.synthetic.min_speed, data.synthetic.max_speed = 0.06, 0.1
+    data.synthetic.update(synthetic_fields)
+    return data
+
+
+def _real(data, count, start=0):
+    source = synthetic.synthetic_source(data)
+    clips = np.stack([source[i]["video"] for i in range(start, start + count)])
+    labels = np.array([source[i]["label"] for i in range(start, start + count)])
+    return clips.astype(np.float32) / 127.5 - 1.0, labels
+
+
+def _draw(kind, centres, size, luma, res):
+    """One object per frame `[N, res, res, 1]` in [-1, 1]; `size` and `luma` per frame or fixed."""
+    n = centres.shape[0]
+    size = np.broadcast_to(np.asarray(size, np.float32), (n,))[:, None, None]
+    luma = np.broadcast_to(np.asarray(luma, np.float32), (n,))[:, None, None]
+    pixels = np.arange(res, dtype=np.float32) + 0.5
+    cover = synthetic.coverage(kind, centres, size, pixels[None, None, :], pixels[None, :, None])
+    frames = np.round(255 * luma * cover) / 255.0
+    return (2.0 * frames - 1.0)[..., None].astype(np.float32)
+
+
+def _path(size, res=16, n=8, start=(5.0, 6.0), velocity=(1.1, -0.7)):
+    return synthetic.bouncing_path(np.array(start), np.array(velocity), size, res, n)
+
+
+LAW = synthetic_law.Law.of(_data_config())
+
+
+def test_real_clips_obey_the_law_and_their_shape_kind_is_found():
+    """Calibration: at least 95% of real clips pass every criterion, at the default's 16x16 grey
+    frames and at 32x32 in colour; the fitted kind is the clip's label."""
+    for data, count in ((_data_config(), 400), (_data_config(32, 3, 12), 100)):
+        videos, labels = _real(data, count, start=1000)
+        scores = synthetic_law.score_clips(videos, synthetic_law.Law.of(data))
+        for criterion in (*synthetic_law.CRITERIA, "obeys"):
+            assert scores[criterion].mean() >= 0.95, (criterion, scores[criterion].mean())
+        assert (scores["kind"] == labels).mean() >= 0.95
+        # The fit recovers what was drawn: the track and the object's size within tolerance.
+        assert np.median(scores["track_rms"]) < 0.05
+        assert np.median(scores["size_change"]) < 0.02
+
+
+def test_a_clean_clip_passes_and_each_breakage_fails_its_criterion():
+    size = 3.0
+    centres = _path(size)
+    clean = _draw("cross", centres, size, 0.8, 16)
+
+    swapped = clean.copy()
+    swapped[[2, 6]] = swapped[[6, 2]]
+    resized = _draw("cross", centres, np.where(np.arange(8) < 4, size, 1.35 * size), 0.8, 16)
+    dimmed = _draw("cross", centres, size, np.where(np.arange(8) < 4, 0.8, 0.6), 16)
+    reshaped = np.concatenate([clean[:4], _draw("circle", centres, size, 0.8, 16)[4:]])
+    second = np.maximum(clean, _draw("cross", _path(size, start=(12.0, 12.5)), size, 0.8, 16))
+    frozen = _draw("cross", np.repeat(centres[:1], 8, axis=0), size, 0.8, 16)
+    empty = np.full_like(clean, -1.0)
+
+    cases = {
+        "clean": (clean, None),
+        "swapped": (swapped, "track"),
+        "resized": (resized, "size"),
+        "dimmed": (dimmed, "brightness"),
+        "reshaped": (reshaped, "shape"),
+        "second object": (second, "one_object"),
+        "frozen": (frozen, "track"),
+        "empty": (empty, "one_object"),
+    }
+    videos = np.stack([v for v, _ in cases.values()])
+    scores = synthetic_law.score_clips(videos, LAW)
+    for i, (name, (_, broken)) in enumerate(cases.items()):
+        if broken is None:
+            assert scores["obeys"][i], {c: scores[c][i] for c in synthetic_law.CRITERIA}
+        else:
+            assert not scores[broken][i], name
+            assert not scores["obeys"][i], name
+
+
+def test_every_shape_kind_is_told_apart_from_the_others_and_from_a_blob():
+    size = 3.0
+    centres = _path(size)
+    kinds = [_draw(kind, centres, size, 1.0, 16) for kind in synthetic.SHAPES]
+    # A soft blob: what an undertrained model draws (a blurred circle).
+    pixels = np.arange(16) + 0.5
+    d2 = (pixels[None, None, :] - centres[:, 0, None, None]) ** 2 + (
+        pixels[None, :, None] - centres[:, 1, None, None]
+    ) ** 2
+    blob = (2.0 * 0.8 * np.exp(-d2 / (2 * 2.2**2)) - 1.0)[..., None].astype(np.float32)
+    scores = synthetic_law.score_clips(np.stack(kinds + [blob]), LAW)
+    np.testing.assert_array_equal(scores["kind"][:4], np.arange(4))
+    assert scores["obeys"][:4].all()
+    assert not scores["shape"][4] and not scores["obeys"][4]
+
+
+def test_report_holds_the_share_criteria_kinds_and_tolerances():
+    videos, _ = _real(_data_config(), 16)
+    broken = videos.copy()
+    broken[:4, 4:] = -1.0  # The object vanishes half-way.
+    out = synthetic_law.report(broken, LAW)
+    assert out["num_clips"] == 16 and out["share"] == pytest.approx(12 / 16)
+    assert out["criteria"]["one_object"] == pytest.approx(12 / 16)
+    assert set(out["criteria"]) == set(synthetic_law.CRITERIA)
+    assert sum(out["kinds"].values()) == 12
+    assert out["tolerances"]["track_rms"] == LAW.track_rms
+    # Counts of two halves add up to the whole's report.
+    halves = [
+        synthetic_law.counts(synthetic_law.score_clips(part, LAW))
+        for part in (broken[:7], broken[7:])
+    ]
+    merged = synthetic_law.add_counts(synthetic_law.add_counts(None, halves[0]), halves[1])
+    assert synthetic_law.report_from_counts(merged, LAW) == out
+
+
+def test_real_clips_of_any_length():
+    clips = synthetic_law.real_clips(_data_config(), 3, num_frames=20)
+    assert clips.shape == (3, 20, 16, 16, 1) and clips.min() >= -1 and clips.max() <= 1
+    # The same clips, longer: their first 8 frames are the 8-frame clips.
+    np.testing.assert_array_equal(clips[:, :8], synthetic_law.real_clips(_data_config(), 3))
+    assert synthetic_law.report(clips, LAW)["share"] == 1.0
+
+
+def test_the_law_applies_to_synthetic_clips_of_one_object_only():
+    assert synthetic_law.applies(_data_config())
+    assert not synthetic_law.applies(_data_config(num_objects=2))
+    other = _data_config()
+    other.name = "ucf101"
+    assert not synthetic_law.applies(other)
+    with pytest.raises(ValueError, match="one object"):
+        synthetic_law.Law.of(_data_config(num_objects=2))
+    assert isinstance(_data_config(), ml_collections.ConfigDict)
