@@ -5,9 +5,10 @@ moving and bouncing to `WORKDIR/samples/`:
 
     python -m vfjax.main --config=configs/default.py --workdir=runs/default
 
-Variants (after a colon): `vdm` (the VDM baseline, same residual network), `class`
-(class-conditional on the shape kind, with guidance), `runlocal` (a smoke
-run of about a minute, mostly compiling).
+Variants (after a colon): `vdm` (the VDM baseline, same residual network), `image` (the base
+generator alone, trained as an image model on the frames), `class` (class-conditional on the
+shape kind, sampled with classifier-free guidance at scale 1.5, `config.CLASS_GUIDANCE_SCALE`),
+`runlocal` (a smoke run of about a minute, mostly compiling), and `FIELD=VALUE` pairs.
 Target: no published number; the samples show recognisable shapes moving smoothly.
 """
 

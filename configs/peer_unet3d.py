@@ -1,4 +1,4 @@
-"""The peer's architecture: diffusers' UNet3DConditionModel as benchmarked in ../shared/peer/.
+"""The peer's architecture: diffusers' UNet3DConditionModel as benchmarked in vfjax/bench/peer/.
 
 channels 128/256/256/512, 2 layers per block, spatial transformers (self- and cross-attention to
 a 512-wide context, GEGLU feed-forward) and temporal transformers at the three upper levels, the

@@ -8,7 +8,8 @@ frames):
     python -m vfjax.main --config=configs/sky_128.py --workdir=runs/sky_128 \
         --config.data.data_dir=/data/tfds
 
-After the colon: `vdm`, `runlocal`, `pretrained` (`experiments.benchmark_variants`). What the
+After the colon: `vdm`, `image`, `runlocal`, `pretrained` (`experiments.benchmark_variants`;
+no `class`: the set has no labels). What the
 paper states and what we chose where it is silent: `experiments.paper_choices`, appended to
 this docstring (`print(module.__doc__)`).
 """

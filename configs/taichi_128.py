@@ -8,7 +8,8 @@ test/, one mp4 or frame folder per video), then trained:
     python -m vfjax.main --config=configs/taichi_128.py --workdir=runs/taichi_128 \
         --config.data.data_dir=/data/tfds
 
-Variants `vdm`, `runlocal` and `pretrained` as `experiments.benchmark_variants` describes;
+Variants `vdm`, `image`, `runlocal` and `pretrained` as `experiments.benchmark_variants` describes
+(no `class`: the set has no labels);
 the setup (the paper's and ours) as `experiments.paper_choices`, appended to
 this docstring (`print(module.__doc__)`).
 """

@@ -8,9 +8,9 @@ Target (paper): IS 72.22, FVD 220; class-conditional (`class`), IS 80.03, FVD 17
         --config.data.data_dir=/data/tfds
 
 The first command prepares UCF101 (extracted, with its split lists; see README) once. Other
-words after the colon: `vdm`, `runlocal`, `pretrained` (`experiments.benchmark_variants`); the
-paper's setup and our choices: `experiments.paper_choices`, appended to
-this docstring (`print(module.__doc__)`).
+words after the colon: `vdm`, `image`, `runlocal`, `pretrained`
+(`experiments.benchmark_variants`); the paper's setup and our choices:
+`experiments.paper_choices`, appended to this docstring (`print(module.__doc__)`).
 """
 
 from vfjax import experiments

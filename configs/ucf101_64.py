@@ -7,10 +7,10 @@
         --config.data.data_dir=/data/tfds
 
 Prepare once (UCF101 extracted with its split lists, see README), then train. `class` after the
-colon makes it class-conditional with guidance; `vdm`, `runlocal` and `pretrained` are described
-in `experiments.benchmark_variants`, the setup (the paper's and ours) in
-`experiments.paper_choices`, appended to
-this docstring (`print(module.__doc__)`).
+colon makes it class-conditional, sampled with classifier-free guidance at scale 1.5; `vdm`,
+`image`, `runlocal` and `pretrained` are described in `experiments.benchmark_variants`, the setup
+(the paper's and ours, each with its source) in `experiments.paper_choices`, appended to this
+docstring (`print(module.__doc__)`).
 """
 
 from vfjax import experiments

@@ -2,6 +2,7 @@
 that fail, run out of memory or overrun their limit, and the peer scripts' result lines."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -124,7 +125,7 @@ def test_a_failing_case_is_recorded_and_the_next_one_runs(tmp_path):
 
 
 def test_peer_result_lines_parse():
-    # The lines ../shared/peer/diffusers_unet3d_bench.py and *_sample_bench.py print.
+    # The lines vfjax/bench/peer/diffusers_unet3d_bench.py and *_sample_bench.py print.
     train = (
         "peer diffusers UNet3D params=148.7M batch=4x16x64x64 compile=False step=555.6ms "
         "videos/s=7.2 model_TFLOP/step=45.60 achieved=82TFLOP/s peak_mem=72.0GiB"
@@ -141,6 +142,18 @@ def test_peer_result_lines_parse():
     got = report.parse_peer("peer_sample", 16, sample)
     assert got["time_s"] == 24.7 and got["videos_per_s"] == pytest.approx(16 / 24.7)
     assert report.parse_peer("peer_sample", 16, "Traceback ...") is None
+
+
+def test_the_peer_scripts_ship_beside_the_suite():
+    """The peer cases find their scripts by default in any clone: `--peer_dir` defaults to
+    `vfjax/bench/peer/`, resolved from the package, not from the working directory."""
+    assert suite.PEER_DIR == os.path.join(ROOT, "vfjax", "bench", "peer")
+    scripts = {c.script for c in suite.cases(tiny=False) if c.kind.startswith("peer")}
+    assert scripts == {suite.PEER_TRAIN, suite.PEER_SAMPLE}
+    peer = {"imports": True, "cuda": True}
+    for case in suite.cases(tiny=False):
+        if case.kind.startswith("peer"):
+            assert suite._peer_blocked(case, peer, suite.PEER_DIR, checked=True) is None, case
 
 
 def test_unknown_case_is_one_line(tmp_path):

@@ -100,6 +100,23 @@ def test_condition_dropout_uses_the_null_condition():
     assert not np.any(steps.make_cond(config, text_batch, jax.random.key(0))["text"])
 
 
+def test_class_and_guidance_scale_change_the_sampled_videos(trained):
+    """From the same seeds, under guidance (w = 3), two classes give two different videos; and
+    the same class guided (w = 3) and unguided (w = 1) give different videos too."""
+
+    def videos(label, scale):
+        fields = {"sampling.label": label, "sampling.guidance_scale": scale}
+        out = sample.sample(tiny(**CLASS, **fields), trained)
+        assert f"_w{scale:g}_" in out["paths"][0] and f"_label{label}" in out["paths"][0]
+        return np.load(out["paths"][0][: -len(".gif")] + ".npy").astype(np.float32)
+
+    guided0, guided1, plain0 = videos(0, 3.0), videos(1, 3.0), videos(0, 1.0)
+    between_classes = np.abs(guided0 - guided1).mean()
+    guided_or_not = np.abs(guided0 - plain0).mean()
+    print(f"mean |difference|: class 0 vs 1 {between_classes:.4f}, w 3 vs 1 {guided_or_not:.4f}")
+    assert between_classes > 0.02 and guided_or_not > 0.02
+
+
 def test_long_class_conditional_video_keeps_content_and_changes_motion(trained):
     """Class-conditional, guided (w = 3) long videos of 4 clips sharing one base noise: every
     clip's key frame is the same image (it depends on the base noise alone), a new residual seed
@@ -174,7 +191,9 @@ def test_text_conditioning_end_to_end(tmp_path):
         "data.text_max_tokens": 6,
         "data.channels": 3,
     }
-    config = tiny(total_steps=2, checkpoint_every_steps=2, **data)
+    # 20 steps (seconds): after 2 the zero-initialised cross-attention and output layers had
+    # barely moved, and the two prompts' videos were equal to the float16 of the sample files.
+    config = tiny(total_steps=20, checkpoint_every_steps=20, **data)
     stats = data_lib.prepare(config.data)
     assert stats["text"]["dim"] == 384 and stats["text"]["splits"]["train"]["videos"] == 8
     loader = data_lib.create_loader(config.data, global_batch_size=4, seed=0)
@@ -193,5 +212,16 @@ def test_text_conditioning_end_to_end(tmp_path):
     assert saved["model"]["text_dim"] == 384
     out = sample.sample(tiny(**data, **{"sampling.prompts": "a cat; a dog"}), workdir)
     assert out["prompts"] == ["a cat", "a dog"] and os.path.exists(out["paths"][0])
+
+    # The prompt changes the videos: every video of one prompt, then of the other, same seeds
+    # (and the same file name, so each is read before the next sampling writes it).
+    def videos(prompt):
+        out = sample.sample(tiny(**data, **{"sampling.prompts": prompt}), workdir)
+        assert out["prompts"] == [prompt] * out["num_videos"]
+        return np.load(out["paths"][0][: -len(".gif")] + ".npy").astype(np.float32)
+
+    cats, dogs = videos("a cat"), videos("a dog")
+    print(f"mean |difference| between the prompts' videos: {np.abs(cats - dogs).mean():.5f}")
+    assert np.abs(cats - dogs).mean() > 1e-3
     with pytest.raises(ValueError, match="sampling.prompts"):
         sample.sample(tiny(**data), workdir)

@@ -134,6 +134,56 @@ def test_benchmark_docstring_lists_our_choices_with_the_configs_values(name):
     assert experiments.PRETRAINED_BASES[c.data.resolution] in doc
 
 
+# The paper-benchmark configs, their resolution, and the variants they are run with (`class` on the
+# data sets with labels).
+_BENCHMARKS = {"ucf101_64": 64, "ucf101_128": 128, "sky_128": 128, "taichi_128": 128}
+_VARIANTS = ["", "vdm", "image", "runlocal", "pretrained", "vdm,pretrained"]
+_CLASS_VARIANTS = ["class", "class,vdm", "class,runlocal", "class,pretrained"]
+
+
+def _field(c, dotted: str):
+    node = c
+    for name in dotted.split("."):
+        node = node[name]
+    return node
+
+
+@pytest.mark.parametrize("name", list(_BENCHMARKS))
+def test_benchmark_configs_make_every_documented_choice(name):
+    """Every entry of `experiments.benchmark_choices` (the list in the configs' docstrings) holds
+    in every benchmark config and variant it applies to: a config change that contradicts a
+    documented choice, or a choice that no config makes, fails here."""
+    path = os.path.join(ROOT, "configs", f"{name}.py")
+    choices = experiments.benchmark_choices(_BENCHMARKS[name])
+    assert all(choice.fields and choice.source for choice in choices)
+    variants = _VARIANTS + (_CLASS_VARIANTS if name.startswith("ucf101") else [])
+    made = set()
+    for arg in variants:
+        c = vfc.load_config(path, arg or None)
+        words = set(filter(None, arg.split(",")))
+        for i, choice in enumerate(choices):
+            if not choice.applies(words):
+                continue
+            made.add(i)
+            for field, value in choice.fields.items():
+                got = _field(c, field)
+                assert got == value, f"{name}:{arg} has {field}={got!r}; documented: {choice.text}"
+    # Each choice is checked somewhere (the class guidance where there are labels).
+    labels = name.startswith("ucf101")
+    assert made == {i for i, ch in enumerate(choices) if labels or "class" not in ch.only_with}
+
+
+@pytest.mark.parametrize("name", ["default", "ucf101_64"])
+def test_class_variant_samples_with_guidance(name):
+    """`class` makes a run class-conditional and guided (the embedded default too); without it
+    a run is unconditional and its sampler unguided."""
+    path = os.path.join(ROOT, "configs", f"{name}.py")
+    plain, guided = vfc.load_config(path), vfc.load_config(path, "class")
+    assert plain.data.cond == "none" and plain.sampling.guidance_scale == 1.0
+    assert guided.data.cond == "class"
+    assert guided.sampling.guidance_scale == vfc.CLASS_GUIDANCE_SCALE > 1.0
+
+
 def test_per_frame_lambda_from_the_command_line_and_a_config_file():
     """`diffusion.lam` takes a scalar or one value per frame, from the command line (as
     `python -m vfjax.main` parses it) and from Python; the key frame's share is 1 either way."""

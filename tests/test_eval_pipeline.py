@@ -1,4 +1,5 @@
-"""Resize conventions, the sharded feature extractor, and protocol presets."""
+"""Resize conventions, the sharded feature extractor, and protocol presets (what each protocol
+field changes in an evaluation: tests/test_evaluate.py)."""
 
 import dataclasses
 import json
@@ -138,29 +139,3 @@ def test_describe_records_the_protocol():
         assert key in record
     assert record["checkpoint_step"] == 1000
     json.dumps(record)  # A result file can hold it as is.
-
-
-def test_every_protocol_field_is_used_by_the_evaluation():
-    """A field the result records must be one the evaluation acts on: each is read in the
-    evaluate mode's modules (directly or through the protocol's own helpers), or is the
-    protocol's name or its comparability, which only describe it."""
-    import ast
-    import dataclasses
-    import inspect
-
-    from vfjax.evaluation import evaluate, report, streams
-
-    read = {
-        node.attr
-        for module in (evaluate, streams, report)
-        for node in ast.walk(ast.parse(inspect.getsource(module)))
-        if isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Name)
-        and node.value.id in ("protocol", "preset")
-    }
-    helpers = {"stride_for": {"stride", "stride_overrides"}, "split_for": {"split"}}
-    for name, fields in helpers.items():
-        if name in read:
-            read |= fields
-    for field in dataclasses.fields(protocols.EvalProtocol):
-        assert field.name in read | {"name", "comparable"}, f"{field.name} is recorded, not used"

@@ -1,4 +1,4 @@
-"""The method against the paper's equations and DESIGN.md, computed by hand: the loss with its
+"""The method against the paper's equations and docs/design.md, computed by hand: the loss with its
 stop-gradient rule, the sampler's fresh noise, guidance composed with base removal, bf16
 compute."""
 
@@ -176,9 +176,9 @@ def test_sampler_fresh_noise_has_the_ddim_variance_and_decomposed_correlation(et
 
 
 def test_guidance_is_on_the_combined_estimate():
-    """`eps_hat = eps_u + w (eps_c - eps_u)` (DESIGN.md section 1), where each of `eps_c` and
-    `eps_u` is the two-stage estimate under its condition: its own base estimate, removed, then
-    its own residual estimate. Checked through the sampler with one DDIM step."""
+    """`eps_hat = eps_u + w (eps_c - eps_u)` (docs/design.md, section 2.2), where each of
+    `eps_c` and `eps_u` is the two-stage estimate under its condition: its own base estimate,
+    removed, then its own residual estimate. Checked through the sampler with one DDIM step."""
     # A short schedule whose last alpha-bar (0.9) leaves most of x0_hat inside [-1, 1].
     abar = jnp.linspace(0.99, 0.9, 10)
     lambdas = decomposed.frame_lambdas(N, 0.5, K)

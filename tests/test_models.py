@@ -132,6 +132,73 @@ def test_frame_embedding_makes_frames_differ():
     np.testing.assert_allclose(same[:, 0], same[:, 2], atol=1e-5)
 
 
+# What can make frames meet or tell them apart, each switched on alone: the layers that see
+# several frames (the rest of the network works frame by frame), and the frame-index embedding
+# (it tells frames apart, but carries nothing from one to another). The middle block's temporal
+# attention comes with `mid_attention`, not with `temporal_attn_resolutions`.
+_NO_TEMPORAL = dict(
+    temporal_conv_layers=0,
+    temporal_attn_resolutions=(),
+    mid_attention=False,
+    temporal_input_attention=False,
+    frame_embedding=False,
+)
+_FRAME_PATHS = {
+    "none": {},
+    "temporal_conv": {"temporal_conv_layers": 2},
+    "temporal_attention": {"temporal_attn_resolutions": (8,)},
+    "mid_attention": {"mid_attention": True},
+    "input_attention": {"temporal_input_attention": True},
+    "frame_embedding": {"frame_embedding": True},
+}
+
+
+@functools.cache
+def _perturbed_video_net(path: str):
+    """A one-level 8x8 video UNet with one frame path of `_FRAME_PATHS` and every parameter moved
+    by noise: the temporal layers (and the output convolution) start at zero, the identity, and a
+    fresh network would show nothing of them."""
+    cfg = tiny3d(
+        dtype="float32", image_size=8, channel_mult=(1,), **{**_NO_TEMPORAL, **_FRAME_PATHS[path]}
+    )
+    net = init.create_model(lambda r: UNet3D(cfg, rngs=r), jax.random.key(1))
+    leaves, treedef = jax.tree.flatten(nnx.state(net, nnx.Param))
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    noisy = [
+        p + 0.1 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys, strict=True)
+    ]
+    nnx.update(net, jax.tree.unflatten(treedef, noisy))
+    return net
+
+
+@pytest.mark.parametrize("path", list(_FRAME_PATHS))
+def test_frames_meet_only_in_the_temporal_layers(path):
+    """A change to one frame reaches the other frames' outputs through each temporal layer, and
+    through nothing else; permuting the frames permutes the outputs unless a layer knows the
+    order: the temporal convolution and the frame embedding do, attention over frames (no
+    position encoding) does not."""
+    n, changed, order = 4, 3, np.array([2, 0, 3, 1])
+    x = jax.random.normal(jax.random.key(0), (1, n, 8, 8, 3))
+    x_changed = x.at[:, changed].set(jax.random.normal(jax.random.key(5), (8, 8, 3)))
+    batch = jnp.concatenate([x, x_changed, x[:, order]])
+    out = _forward(_perturbed_video_net(path), batch, jnp.full((3,), 500))
+    out, out_changed, out_permuted = np.asarray(out[:1]), np.asarray(out[1:2]), out[2:]
+    others = [i for i in range(n) if i != changed]
+    # Each other frame's output: how far the change to frame `changed` moved it.
+    reached = np.abs(out_changed - out)[0, others].max(axis=(1, 2, 3))
+    assert np.abs(out).mean() > 0.1  # The perturbed network outputs something.
+    assert np.abs(out_changed - out)[0, changed].max() > 1e-2  # Its own frame moves.
+    if path in ("none", "frame_embedding"):
+        np.testing.assert_allclose(reached, 0.0, atol=1e-6)
+    else:
+        assert reached.min() > 1e-3, reached
+    permutation_error = float(np.abs(out_permuted - out[:, order]).max())
+    if path in ("temporal_conv", "frame_embedding"):
+        assert permutation_error > 1e-2
+    else:
+        assert permutation_error < 1e-5
+
+
 def test_bf16_compute_runs_with_fp32_params():
     net = _video_net(True, "bfloat16")
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(net, nnx.Param)))

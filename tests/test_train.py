@@ -142,9 +142,10 @@ def test_nonfinite_loss_stops_with_last_checkpoint_intact(tmp_path, monkeypatch)
 
         def __next__(self):
             batch, self.step = next(self.loader), self.step + 1
+            video = train.data_lib.to_model_input(batch["video"])  # Floats can hold NaN.
             if self.step >= 5:
-                batch = {**batch, "video": np.full_like(batch["video"], np.nan)}
-            return batch
+                video = np.full_like(video, np.nan)
+            return {**batch, "video": video}
 
     def corrupt_loader(*args, **kwargs):
         return CorruptLoader(real_loader(*args, **kwargs), kwargs.get("start_step", 0))
@@ -181,6 +182,54 @@ def test_sampling_restores_the_parameters_alone(tmp_path):
     # The two parts differ (after 2 steps the average lags the parameters).
     pairs = zip(jax.tree.leaves(full.ema), jax.tree.leaves(full.params), strict=True)
     assert any(not np.allclose(e, p) for e, p in pairs)
+
+
+def test_logged_learning_rates_follow_each_optimizers_own_step(tmp_path):
+    """With base pretraining the residual generator's optimizer sits out the first steps, so its
+    warm-up starts with the joint phase: the logged `lr_residual` (and `lr`, the residual
+    generator's) follows its own step count, `lr_base` the run's."""
+    workdir = str(tmp_path / "run")
+    config = tiny(total_steps=5, base_pretrain_steps=2, log_every_steps=1)
+    train.train(config, workdir)
+    rows = _metrics(workdir)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    # Step s updates with the schedule at its optimizer's count before it: s - 1 for the base
+    # generator's, s - 3 for the residual generator's once it joins at step 3 (0 until then).
+    schedule = state_lib.lr_schedule(config.optim, config.total_steps)
+    base = [float(schedule(s - 1)) for s in range(1, 6)]
+    residual = [float(schedule(max(s - 3, 0))) for s in range(1, 6)]
+    lr = config.optim.lr
+    assert residual == pytest.approx([0.0, 0.0, 0.0, lr / 2, lr])  # Warm-up over 2 steps.
+    np.testing.assert_allclose([r["lr_base"] for r in rows], base, rtol=1e-6)
+    np.testing.assert_allclose([r["lr_residual"] for r in rows], residual, rtol=1e-6)
+    np.testing.assert_allclose([r["lr"] for r in rows], residual, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "net_names,fields,expected",
+    [
+        (("base", "residual"), {}, {"lr_base": 0.5, "lr_residual": 2.0, "lr": 2.0}),
+        (
+            ("base", "residual"),
+            {"optim.freeze_base": True},
+            {"lr_base": 0.0, "lr_residual": 2.0, "lr": 2.0},
+        ),
+        (("base",), {}, {"lr_base": 0.5, "lr": 0.5}),  # The image model.
+        (("residual",), {}, {"lr_residual": 2.0, "lr": 2.0}),  # The VDM baseline.
+    ],
+)
+def test_learning_rates_apply_each_generators_multiplier(net_names, fields, expected):
+    """The rate each optimizer applies after warm-up, in units of `optim.lr`: the generator's
+    multiplier, 0 for a frozen base generator, and a rate only for a generator the model has;
+    `lr` is the residual generator's, or the base generator's where it is the only one."""
+    config = tiny(**{"optim.base_lr_mult": 0.5, "optim.residual_lr_mult": 2.0, **fields})
+    params = {net: {"kernel": np.ones((2, 2), np.float32)} for net in net_names}
+    tx = state_lib.make_optimizer(config.optim, config.total_steps)
+    opt_state = tx.init(params)
+    for _ in range(config.optim.warmup_steps):
+        _, opt_state = tx.update(params, opt_state, params)
+    rates = state_lib.learning_rates(config.optim, config.total_steps, opt_state, net_names)
+    assert {k: float(v) / config.optim.lr for k, v in rates.items()} == pytest.approx(expected)
 
 
 @pytest.mark.xdist_group("default_config")

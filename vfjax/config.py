@@ -3,8 +3,11 @@
 Experiment files in `configs/` call `base_config()`, change what they need, and finish with
 `apply_variants(config, arg)`, where `arg` is what follows the colon in
 `--config=configs/NAME.py:ARG`: comma-separated words, `vdm` (the VDM baseline), `image` (the base
-generator alone), `class` (class-conditional), `runlocal` (shrink to a CPU smoke run), or
-`field=value` pairs. `validate(config)` refuses bad values with one line before anything starts.
+generator alone), `class` (class-conditional, sampled with classifier-free guidance at
+`CLASS_GUIDANCE_SCALE`), `runlocal` (shrink to a CPU smoke run), `pretrained`
+(a public base generator: the paper-benchmark configs only, `experiments.benchmark_variants`), or
+`field=value` pairs (dotted field names). `validate(config)` refuses bad values with one line
+before anything starts.
 """
 
 import dataclasses
@@ -22,6 +25,9 @@ from vfjax.models.architecture import MODEL_KINDS, UNet2DConfig, UNet3DConfig
 VARIANTS = ("vdm", "image", "class", "runlocal", "pretrained")
 LONG_METHODS = ("continue", "shared_base")  # See vfjax/long_video.py.
 LONG_BASES = ("new", "shared")
+# Classifier-free guidance scale of the `class` variant, `eps_u + w (eps_c - eps_u)`: DiT's for
+# its class-conditional FID (the source: `experiments.benchmark_choices`).
+CLASS_GUIDANCE_SCALE = 1.5
 
 
 # Fields of the generators' dataclasses that the model builder sets from elsewhere in the config.
@@ -202,7 +208,11 @@ def parse_arg(arg: str | None) -> tuple[set[str], dict[str, str]]:
         elif item.strip() in VARIANTS:
             words.add(item.strip())
         else:
-            raise ValueError(f"Unknown config variant {item!r}; known: {', '.join(VARIANTS)}.")
+            everywhere = ", ".join(v for v in VARIANTS if v != "pretrained")
+            raise ValueError(
+                f"Unknown config variant {item!r}; the variants are {everywhere}, pretrained "
+                "(paper-benchmark configs only) and FIELD=VALUE pairs."
+            )
     return words, pairs
 
 
@@ -246,6 +256,7 @@ def apply_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collecti
         c.model.kind = "image"
     if "class" in words:
         c.data.cond = "class"
+        c.sampling.guidance_scale = CLASS_GUIDANCE_SCALE
     if "runlocal" in words:
         runlocal(c)
     for key, value in pairs.items():

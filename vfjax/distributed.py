@@ -102,8 +102,19 @@ def compile_aligned(jitted, *args, name: str):
     return compiled
 
 
+def _leaf_signature(x) -> tuple:
+    """What `jax.jit` compiles apart in one argument leaf: its abstract value (shape, dtype, weak
+    type; a Python scalar's value is not part of it) and the sharding of a `jax.Array` committed
+    to one. An uncommitted array (on the default device) or a NumPy one goes where the program
+    puts it, as jit does."""
+    committed = isinstance(x, jax.Array) and x.committed
+    return jax.typeof(x), x.sharding if committed else None
+
+
 class AlignedJit:
-    """A jitted function that compiles each new argument signature with `compile_aligned`."""
+    """A jitted function that compiles each new argument signature with `compile_aligned`: a
+    signature is what `jax.jit` compiles a new program for (the arguments' tree, and per leaf
+    `_leaf_signature`), so arrays of the same shapes but other shardings get their own program."""
 
     def __init__(self, jitted, name: str):
         self.jitted = jitted
@@ -115,7 +126,7 @@ class AlignedJit:
 
     def __call__(self, *args):
         leaves, tree = jax.tree.flatten(args)
-        signature = (tree, tuple((np.shape(x), str(getattr(x, "dtype", type(x)))) for x in leaves))
+        signature = (tree, tuple(_leaf_signature(x) for x in leaves))
         if signature not in self._compiled:
             self._compiled[signature] = compile_aligned(self.jitted, *args, name=self.name)
         return self._compiled[signature](*args)

@@ -9,11 +9,15 @@ parameter-matched VDM baseline of an ablation.
         return vfc.apply_variants(c, arg)
 """
 
+import dataclasses
 import math
+import textwrap
+from typing import Any
 
 import ml_collections
 
 from vfjax.config import (
+    CLASS_GUIDANCE_SCALE,
     apply_variants,
     base_config,
     base_unet,
@@ -39,28 +43,196 @@ _BENCHMARK_NETWORKS = {
 }
 
 
-def paper_choices(resolution: int) -> str:
-    """What the paper states and what is ours in `paper_benchmark(resolution)`, as text: each
-    benchmark config appends it to its docstring (one source, so the lists stay true)."""
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One choice of the paper-benchmark setup, with the config values that make it.
+
+    Attributes:
+        text: The choice in words (each benchmark config's docstring lists it).
+        fields: The config values it sets, by dotted field name.
+        source: `PAPER` when VideoFusion states it; else the reason or the work it follows.
+        only_with: Variant words it belongs to (`class`: the guidance of class-conditional runs).
+        not_with: Variant words that set these fields otherwise on purpose (`runlocal` shrinks a
+            run to a CPU, `pretrained` takes a public checkpoint's base network and schedule).
+    """
+
+    text: str
+    fields: dict[str, Any]
+    source: str
+    only_with: frozenset[str] = frozenset()
+    not_with: frozenset[str] = frozenset()
+
+    def applies(self, words: set[str]) -> bool:
+        """Whether a benchmark config with these variant words makes this choice."""
+        return self.only_with <= words and not self.not_with & words
+
+
+PAPER = "the paper"
+_RUNLOCAL = frozenset({"runlocal"})
+
+
+def benchmark_choices(resolution: int) -> tuple[Choice, ...]:
+    """Every choice of `paper_benchmark(resolution)` and its variants, the paper's and ours, each
+    with its source; `paper_choices` says them in words, tests/test_configs.py checks each against
+    the benchmark configs."""
     net = _BENCHMARK_NETWORKS[resolution]
-    return f"""
-Known from the paper: decomposed noise with lambda = 0.5 for the non-key frames (its ablation's
-best), the key frame N // 2, stop-gradient joint training, DDIM/DDPM sampling, a base generator
-that may be a pretrained image model. Ours, not the paper's:
-- both generators 128 channels wide, multipliers {net["channel_mult"]}, 2 residual blocks per
-  level, spatial attention at 16x16 and 8x8 with 64-channel heads, temporal attention at
-  {net["temporal_attn_resolutions"]}, dropout 0.1, scale-shift norms;
-- AdamW at 1e-4 after 5k warm-up steps, EMA 0.9999, batch {net["batch_size"]}, 400k steps, the
-  linear 1000-step noise schedule, 100 sampling steps;
-- with `pretrained`: the public checkpoint {PRETRAINED_BASES[resolution]} (its own schedule);
-- the residual generator sees the paper's latent at the key frame (`diffusion.key_input`);
-- the evaluation protocol and real-data split, set in the config's `get_config`.
-"""
+    arch = dict(
+        channels=128,
+        channel_mult=net["channel_mult"],
+        num_res_blocks=2,
+        attn_resolutions=(16, 8),
+        head_dim=64,
+        dropout=0.1,
+        scale_shift=True,
+    )
+    base = PRETRAINED_BASES[resolution]
+    protocol = {64: "stylegan_v", 128: "tats"}[resolution]
+    return (
+        Choice(
+            "decomposed noise with lambda = 0.5 for the non-key frames (its ablation's best)",
+            {"diffusion.lam": 0.5},
+            PAPER,
+        ),
+        Choice("the key frame N // 2", {"diffusion.key_frame": None}, PAPER),
+        Choice(
+            "joint training with the stop-gradient rule (the base generator learns from the key "
+            "frame only)",
+            {"diffusion.base_stop_gradient": True},
+            PAPER,
+        ),
+        Choice(
+            "the residual generator sees the latent with the base removed at the key frame",
+            {"diffusion.key_input": "latent"},
+            PAPER,
+        ),
+        Choice(
+            f"the base generator: 128 channels wide, multipliers {net['channel_mult']}, 2 "
+            "residual blocks per level, spatial attention at 16x16 and 8x8 with 64-channel heads, "
+            "dropout 0.1, scale-shift norms",
+            {f"model.base.{k}": v for k, v in arch.items()},
+            "Ours: the paper does not give its networks; an ADM-style image UNet",
+            not_with=_RUNLOCAL | {"pretrained"},
+        ),
+        Choice(
+            f"the residual generator: the same widths and spatial layers, temporal attention at "
+            f"{net['temporal_attn_resolutions']}",
+            {
+                **{f"model.residual.{k}": v for k, v in arch.items()},
+                "model.residual.temporal_attn_resolutions": net["temporal_attn_resolutions"],
+            },
+            "Ours: the paper does not give its networks; the base generator's, factorised in "
+            "space and time as in VDM",
+            not_with=_RUNLOCAL,
+        ),
+        Choice(
+            f"with `pretrained`, a base generator pretrained on images (the paper's recipe): the "
+            f"public checkpoint {base}, with its own noise schedule",
+            {"init.base_checkpoint": f"runs/base/{base.replace('/', '_')}"},
+            "Ours: the paper does not name its image model for these benchmarks",
+            only_with=frozenset({"pretrained"}),
+        ),
+        Choice(
+            "the linear 1000-step noise schedule",
+            {"diffusion.schedule": "linear", "diffusion.num_timesteps": 1000},
+            "DDPM's schedule (Ho et al. 2020)",
+            not_with=frozenset({"pretrained"}),
+        ),
+        Choice(
+            "AdamW at 1e-4 after 5k linear warm-up steps, then constant",
+            {"optim.lr": 1e-4, "optim.warmup_steps": 5_000, "optim.schedule": "constant"},
+            "Ours; 1e-4 is guided-diffusion's rate (scripts/image_train.py)",
+            not_with=_RUNLOCAL,
+        ),
+        Choice(
+            "AdamW with zero weight decay, which is plain Adam (betas 0.9 and 0.999, epsilon 1e-8)",
+            {"optim.weight_decay": 0.0, "optim.b1": 0.9, "optim.b2": 0.999, "optim.eps": 1e-8},
+            "As guided-diffusion trains (AdamW with weight_decay=0.0, scripts/image_train.py)",
+        ),
+        Choice(
+            "gradients clipped to global norm 1.0",
+            {"optim.grad_clip": 1.0},
+            "Ours, against rare large steps; the diffusers training examples' default "
+            "(--max_grad_norm, examples/text_to_image/train_text_to_image.py)",
+        ),
+        Choice(
+            "EMA of the parameters with decay 0.9999, sampled from",
+            {"optim.ema_decay": 0.9999, "sampling.use_ema": True},
+            "Guided-diffusion's ema_rate (scripts/image_train.py)",
+        ),
+        Choice(
+            f"batch {net['batch_size']}, 400k steps",
+            {"batch_size": net["batch_size"], "total_steps": 400_000},
+            "Ours: the paper gives neither",
+            not_with=_RUNLOCAL,
+        ),
+        Choice(
+            "bfloat16 activations and matrix products, float32 parameters, optimizer state and "
+            "outputs",
+            {"model.dtype": "bfloat16", "model.param_dtype": "float32"},
+            "Ours: the fast path of GPUs and TPUs; bfloat16 has float32's range, so no loss "
+            "scaling (guided-diffusion's float16 needs one); `runlocal` computes in float32 (CPUs "
+            "emulate bfloat16)",
+            not_with=_RUNLOCAL,
+        ),
+        Choice(
+            "DDIM sampling, deterministic (eta = 0), 100 steps",
+            {"sampling.eta": 0.0, "sampling.num_steps": 100},
+            "Ours: the paper samples with DDIM or DDPM; eta = 0 is DDIM's own, deterministic "
+            "sampler (Song et al. 2021)",
+            not_with=_RUNLOCAL,
+        ),
+        Choice(
+            "each sampling step's estimate of the clean video clipped to [-1, 1]",
+            {"sampling.clip_x0": True},
+            "As the DDPM and ADM samplers do (clip_denoised=True in guided-diffusion's "
+            "scripts/image_sample.py)",
+        ),
+        Choice(
+            f"with `class`: classifier-free guidance, the label dropped for 10% of the training "
+            f"examples and a guidance scale of {CLASS_GUIDANCE_SCALE:g} in sampling "
+            f"(eps_u + {CLASS_GUIDANCE_SCALE:g} (eps_c - eps_u); w = "
+            f"{CLASS_GUIDANCE_SCALE - 1:g} in Ho & Salimans' (1 + w) eps_c - w eps_u)",
+            {"sampling.guidance_scale": CLASS_GUIDANCE_SCALE, "diffusion.cond_drop_rate": 0.1},
+            "DiT's setting for its class-conditional ImageNet FID (facebookresearch/DiT: "
+            "class_dropout_prob 0.1 in models.py, --cfg-scale 1.5 in sample_ddp.py, FID 2.27 in "
+            "its README); FVD, like FID, rewards diversity that larger scales trade away (Latte "
+            "samples its UCF101 videos for viewing at 7.0, configs/ucf101/ucf101_sample.yaml)",
+            only_with=frozenset({"class"}),
+        ),
+        Choice(
+            f"evaluated under the `{protocol}` protocol, real clips from the split the run "
+            "trains on",
+            {"eval.protocol": protocol},
+            "Ours: vfjax/evaluation/protocols.py names the public code each protocol follows",
+        ),
+    )
+
+
+def paper_choices(resolution: int) -> str:
+    """`benchmark_choices(resolution)` as text: each benchmark config appends it to its
+    docstring (one source, so the list stays true)."""
+    choices = benchmark_choices(resolution)
+
+    def item(text: str) -> str:
+        return textwrap.fill(
+            text, width=99, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False
+        )
+
+    return "\n".join(
+        [
+            "",
+            "Known from the paper:",
+            *(item(c.text) for c in choices if c.source == PAPER),
+            "Ours, not the paper's (each with its source or reason):",
+            *(item(f"{c.text}. {c.source}.") for c in choices if c.source != PAPER),
+            "",
+        ]
+    )
 
 
 def paper_benchmark(resolution: int) -> ml_collections.ConfigDict:
     """The training setup the paper-benchmark configs share at `resolution` (64 or 128); the
-    choices in it, the paper's and ours, are `paper_choices(resolution)`."""
+    choices in it, the paper's and ours, are `benchmark_choices(resolution)`."""
     if resolution not in _BENCHMARK_NETWORKS:
         raise ValueError(
             f"No benchmark setup at {resolution}; there are {sorted(_BENCHMARK_NETWORKS)}."
@@ -160,11 +332,13 @@ def ucf101_benchmark(resolution: int, protocol: str) -> ml_collections.ConfigDic
 def benchmark_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
     """`config.apply_variants` plus the benchmark configs' own word, `pretrained`.
 
-    `vdm`: the VDM baseline (the same residual network, no base generator); `class`:
-    class-conditional with classifier-free guidance; `runlocal`: a CPU smoke run on the same data;
-    `pretrained` (with any of the others): the base generator is the public checkpoint of
-    `PRETRAINED_BASES` at the config's resolution (`pretrained_base`), converted once with the
-    command the run's error names."""
+    `vdm`: the VDM baseline (the same residual network, no base generator); `image`: the base
+    generator alone, trained as an image model on the frames; `class`: class-conditional with
+    classifier-free guidance at `config.CLASS_GUIDANCE_SCALE` (data sets with labels);
+    `runlocal`: a CPU smoke run on the same data; `pretrained` (with any of the others but
+    `runlocal`: there is no 16x16 checkpoint): the base generator is the public
+    checkpoint of `PRETRAINED_BASES` at the config's resolution (`pretrained_base`), converted
+    once with the command the run's error names."""
     words, _ = parse_arg(arg)
     rest = ",".join(x for x in filter(None, (arg or "").split(",")) if x.strip() != "pretrained")
     c = apply_variants(c, rest or None)

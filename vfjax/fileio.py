@@ -6,13 +6,15 @@ feature cache on a bucket holds every file of a run, not only the checkpoints.
 
 What epath alone does not give, and is added here:
 - writes that never leave a half-written file behind (local: a temporary file, then an atomic
-  rename; a bucket object appears whole or not at all);
+  rename; a bucket object appears whole or not at all), local files with the permissions the
+  umask allows, as `open()` gives them (0644 under the usual umask 022), so others can read them;
 - appending to a bucket object (objects cannot be appended to: read, then write back whole);
 - NumPy arrays and files that a library can only write to or read from a local file name
   (imageio, PyAV) copied to or from the destination.
 """
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -42,6 +44,29 @@ def join(p: PathLike, *parts: str) -> epath.Path:
     return path(p).joinpath(*parts)
 
 
+_PROC_STATUS = "/proc/self/status"
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it in /proc."""
+    with contextlib.suppress(OSError):
+        with open(_PROC_STATUS) as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    return _umask_by_setting()
+
+
+@functools.cache
+def _umask_by_setting() -> int:
+    """The umask where /proc does not show it: reading it means setting it, so it is read once,
+    and for that instant set to the strictest mask (a file another thread creates then is
+    private, not exposed)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes(p: PathLike, data: bytes) -> None:
     """Writes `data` to `p` whole: a reader never sees a half-written file."""
     p = path(p)
@@ -52,6 +77,10 @@ def write_bytes(p: PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=os.fspath(p.parent))
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file 0600; it gets what `open()` would give it instead (where
+            # the filesystem keeps modes at all: a bucket mount may refuse, and decides them).
+            with contextlib.suppress(OSError):
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
         os.replace(tmp, os.fspath(p))
     except BaseException:

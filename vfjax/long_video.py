@@ -69,17 +69,19 @@ def generated_key_frames(config, total: int) -> list[int]:
     return [key] + [s + key for s in starts if s + key < total]
 
 
-def make_long_sampler(config, setup, batch: int, total: int):
+def make_long_sampler(config, setup, batch: int, total: int, clip_sampler=None):
     """`(params, base_rng, residual_rng, cond) -> videos [batch, total, H, W, C]` (a global
-    array, split over the devices like the sampler's), made by `sampling.long_method`."""
+    array, split over the devices like the sampler's), made by `sampling.long_method`.
+
+    `clip_sampler`, `steps.make_sampler(config, setup, batch)` (made here when not given), draws
+    the single clips; pass the one `independent_clips` gets and each program compiles once."""
     n = config.data.num_frames
-    if total <= n:
-        sampler = steps.make_sampler(config, setup, batch)
-        return lambda params, b, r, cond: sampler(params, b, r, cond, None)[:, :total]
-    if config.sampling.long_method == "shared_base":
+    if config.sampling.long_method == "shared_base" and total > n:
         sampler = steps.make_sampler(config, setup, batch, math.ceil(total / n))
         return lambda params, b, r, cond: sampler(params, b, r, cond, None)[:, :total]
-    sampler = steps.make_sampler(config, setup, batch)
+    sampler = steps.make_sampler(config, setup, batch) if clip_sampler is None else clip_sampler
+    if total <= n:
+        return lambda params, b, r, cond: sampler(params, b, r, cond, None)[:, :total]
     overlap = overlap_of(config)
     mask = np.arange(n) < overlap
     shared = config.sampling.long_base == "shared"
@@ -107,11 +109,12 @@ def make_long_sampler(config, setup, batch: int, total: int):
     return long_sampler
 
 
-def independent_clips(config, setup, batch: int, total: int):
+def independent_clips(config, setup, batch: int, total: int, clip_sampler=None):
     """`(params, base_rng, residual_rng, cond) -> videos`: clips drawn each with its own base
-    noise, side by side: the reference of the content-consistency measure."""
+    noise, side by side: the reference of the content-consistency measure. `clip_sampler` as
+    `make_long_sampler`'s."""
     n = config.data.num_frames
-    sampler = steps.make_sampler(config, setup, batch)
+    sampler = steps.make_sampler(config, setup, batch) if clip_sampler is None else clip_sampler
 
     def reference(params, base_rng, residual_rng, cond):
         logging.info(

@@ -12,7 +12,7 @@ import logging
 import jax
 import numpy as np
 
-from vfjax import consistency, distributed, fileio, long_video, run_setup, samples
+from vfjax import consistency, distributed, fileio, long_video, run_setup, samples, steps
 from vfjax import data as data_lib
 from vfjax.data import synthetic_law, text
 from vfjax.diffusion import decomposed
@@ -39,8 +39,10 @@ def sample(config, workdir: str) -> dict:
     total = config.sampling.num_frames or clip
     long = total > clip
     batch = min(config.sampling.batch_size, config.sampling.num_videos)
-    sampler = long_video.make_long_sampler(config, setup, batch, total)
-    reference = long_video.independent_clips(config, setup, batch, total) if long else None
+    # One sampler of single clips for both: each of its programs compiles once.
+    clips = steps.make_sampler(config, setup, batch)
+    sampler = long_video.make_long_sampler(config, setup, batch, total, clips)
+    reference = long_video.independent_clips(config, setup, batch, total, clips) if long else None
     seed = config.sampling.seed
     residual_seed = config.sampling.residual_seed
     residual_seed = seed + 1 if residual_seed is None else residual_seed

@@ -76,6 +76,29 @@ def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
     return per_net
 
 
+def learning_rates(optim, total_steps: int, opt_state, nets) -> dict[str, Array]:
+    """The learning rate each generator's optimizer applies at its next update, as metrics:
+    `lr_base` and `lr_residual` for the generators in `nets`, and `lr`, the residual generator's
+    (the base generator's in the image model, which has no other).
+
+    Each is the schedule at that optimizer's own step count times the generator's multiplier,
+    0 for a frozen base generator. A residual generator that sits out base pretraining keeps its
+    count at 0, where the warm-up starts from 0: it learns nothing until it joins, and then warms
+    up from the start.
+    """
+    schedule = lr_schedule(optim, total_steps)
+    per_net = optax.tree_utils.tree_get(opt_state, "inner_states")
+    rates = {}
+    for net in nets:
+        if net == "base" and optim.freeze_base:
+            rates["lr_base"] = jnp.zeros((), jnp.float32)
+            continue
+        count = optax.tree_utils.tree_get(per_net[net], "ScaleByScheduleState").count
+        rates[f"lr_{net}"] = schedule(count) * optim[f"{net}_lr_mult"]
+    rates["lr"] = rates["lr_residual" if "lr_residual" in rates else "lr_base"]
+    return rates
+
+
 def keep_residual_optimizer(new_opt_state, old_opt_state):
     """`new_opt_state` with every leaf of the residual generator's optimizer (those under a
     `'residual'` key: its transform's moments and step count) taken from `old_opt_state`."""

@@ -11,6 +11,7 @@ import optax
 from vfjax import distributed
 from vfjax import sharding as sharding_lib
 from vfjax import state as state_lib
+from vfjax.data import pixels
 from vfjax.diffusion.process import Diffusion
 
 Array = jax.Array
@@ -98,6 +99,7 @@ def train_step(
     A step whose loss or gradients are not finite reports `finite = 0`; the training loop
     stops on it before it saves anything, so the last checkpoint stays good.
     """
+    batch = {**batch, "video": pixels.to_model_input(batch["video"])}  # uint8: on the devices.
     diffusion = diffusion_from_config(config)
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     loss_rng, cond_rng, dropout_rng = jax.random.split(rng, 3)
@@ -141,7 +143,7 @@ def train_step(
         "loss": loss,
         **terms,
         "grad_norm": grad_norm,
-        "lr": state_lib.lr_schedule(config.optim, config.total_steps)(state.step),
+        **state_lib.learning_rates(config.optim, config.total_steps, state.opt_state, state.params),
         "finite": finite.astype(jnp.int32),
     }
     return new, metrics

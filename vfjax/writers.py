@@ -1,5 +1,5 @@
 """Where a run's metrics go: TensorBoard, the log, and `metrics.jsonl` (the contract of
-DESIGN.md section 3: one JSON object per logged step with at least `step` and `loss`).
+docs/design.md, section 5.6: one JSON object per logged step with at least `step` and `loss`).
 
 `create_writers` gives process 0 clu's default writer (TensorBoard events and the log) plus a
 `JsonlWriter`, and every other process writers that only log. Every file goes through

@@ -22,6 +22,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from vfjax import cli, fileio
+from vfjax.bench import suite
 
 COMMANDS = ("run", "suite", "analyse", "fit", "efficiency", "env")
 
@@ -37,7 +38,7 @@ flags.DEFINE_bool("tiny", False, "suite, efficiency: every case at a toy size (C
 flags.DEFINE_list("cases", [], "suite: run only these cases (names or name prefixes).")
 flags.DEFINE_float("budget_s", 0, "suite: cases starting after this many seconds are skipped.")
 flags.DEFINE_float("case_timeout_s", 0, "suite, fit: each case's limit (0: the case's own).")
-flags.DEFINE_string("peer_dir", "../shared/peer", "suite: the peer's scripts (torch, diffusers).")
+flags.DEFINE_string("peer_dir", suite.PEER_DIR, "suite: the peer's scripts (torch, diffusers).")
 flags.DEFINE_string("compilation_cache", "", "suite: JAX's persistent compilation cache dir.")
 flags.DEFINE_list("batches", ["16", "64"], "analyse, fit: global batch sizes.")
 flags.DEFINE_list("configs", ["configs/ucf101_64.py", "configs/ucf101_128.py"], "fit: the configs.")
@@ -74,7 +75,6 @@ def run_command(command: str):
     """Runs `command`; returns what it prints and what its --json holds."""
     if command == "suite":
         from vfjax.bench import report as report_lib
-        from vfjax.bench import suite
 
         report = suite.run_suite(
             _need_out(command),

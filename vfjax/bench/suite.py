@@ -7,9 +7,10 @@ out-of-memory or a timeout is recorded and the suite goes on. The cases: the env
 library versions, XLA settings); the `ucf101_64` train step (VideoFusion, then `:vdm`) at batch
 16; the peer's architecture (`configs/peer_unet3d.py:vdm`) at batch 4 and 16; 50-step DDIM
 sampling at batch 16 of VideoFusion, VDM and the peer's architecture; and the peer's own scripts
-(torch + diffusers, `--peer_dir`) when they import and a CUDA device is there. DIR/suite.json and
-DIR/suite.md are rewritten after every case (a suite cut short still leaves its report), with
-each case's log and result under DIR/cases/. `--tiny` runs every case at a toy size on the CPU.
+(torch + diffusers; `--peer_dir`, by default `vfjax/bench/peer/`) when they import and a CUDA
+device is there. DIR/suite.json and DIR/suite.md are rewritten after every case (a suite cut
+short still leaves its report), with each case's log and result under DIR/cases/. `--tiny` runs
+every case at a toy size on the CPU.
 """
 
 import dataclasses
@@ -23,6 +24,8 @@ from vfjax.bench import isolate
 from vfjax.bench import report as report_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The peer's scripts (torch + diffusers), kept beside this module: `--peer_dir`'s default.
+PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer")
 _PEER_CHECK = """
 import json
 try:
@@ -150,7 +153,7 @@ def run_suite(
     only=(),
     budget_s: float = 0,
     timeout_s: float = 0,
-    peer_dir: str = "../shared/peer",
+    peer_dir: str = PEER_DIR,
     compilation_cache: str = "",
 ) -> dict:
     """Runs the cases (`only`: names or name prefixes) and writes the report; returns it."""

@@ -6,6 +6,12 @@
     for local_batch in loader:
         batch = make_global_batch(local_batch, batch_sharding)
 
+or, as training reads them, uint8 videos put on the devices ahead of the step that converts them:
+
+    loader = create_loader(..., video_dtype="uint8")
+    for batch in DeviceBatches(loader, batch_sharding):
+        video = to_model_input(batch["video"])  # Inside the jitted step.
+
 Prepare a real data set once with `prepare(config.data)` (`--mode=prepare`).
 
 The names below are imported when first used: importing `vfjax.data.config` (what a config
@@ -17,12 +23,14 @@ import importlib
 _EXPORTS = {
     "default_config": "vfjax.data.config",
     "validate": "vfjax.data.config",
+    "DeviceBatches": "vfjax.data.pipeline",
     "Loader": "vfjax.data.pipeline",
     "create_loader": "vfjax.data.pipeline",
     "data_info": "vfjax.data.pipeline",
     "make_global_batch": "vfjax.data.pipeline",
     "format_stats": "vfjax.data.preparation",
     "prepare": "vfjax.data.preparation",
+    "to_model_input": "vfjax.data.pixels",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -142,11 +142,3 @@ class ClipSampler:
         if "text_emb" in element:
             clip["text_emb"] = element["text_emb"]
         return clip
-
-
-def to_model_input(batch: dict) -> dict:
-    """uint8 videos -> float32 in [-1, 1] (0 -> -1, 255 -> 1 exactly); other leaves unchanged."""
-    video = batch["video"].astype(np.float32)
-    video /= 127.5  # In place: one float copy of the batch, not three.
-    video -= 1.0
-    return {**batch, "video": video}

@@ -8,8 +8,13 @@ is elements `[s * G, (s + 1) * G)`; process `p` of `P` reads only its contiguous
 sequence cut into batches of `L`. So the data at step `s` depends on the step alone: a run
 resumed on another number of processes sees the same global batches, and a loader's whole state
 is its step (plus settings to check that it belongs to this run).
+
+Training reads the videos as stored, uint8, and converts them on the devices inside its step
+(`pixels.to_model_input`); `DeviceBatches` puts the next global batches on the devices while
+the current step runs.
 """
 
+import collections
 import dataclasses
 import functools
 import sys
@@ -18,10 +23,11 @@ import grain
 import jax
 import numpy as np
 
-from vfjax.data import clips, storage, synthetic, text
+from vfjax.data import clips, pixels, storage, synthetic, text
 from vfjax.data import config as config_lib
 
 _STATE_VERSION = 1
+VIDEO_DTYPES = ("float32", "uint8")
 
 
 @dataclasses.dataclass
@@ -57,9 +63,14 @@ class EpochShuffle:
         return int(self._permutation(epoch)[position])
 
 
+def _model_input(batch: dict) -> dict:
+    return {**batch, "video": pixels.to_model_input(batch["video"])}
+
+
 class Loader:
     """Iterator of local batches: {'video': float32 [L, N, H, W, C] in [-1, 1], 'label': int32 [L]}
-    (+ 'text_emb' float32 [L, S, D] with `cond='text'`), starting at global step `start_step`.
+    (+ 'text_emb' float32 [L, S, D] with `cond='text'`), starting at global step `start_step`;
+    with `video_dtype='uint8'` the videos as stored, uint8 in [0, 255].
     """
 
     def __init__(
@@ -72,8 +83,10 @@ class Loader:
         process_count: int,
         start_step: int,
         read_options: grain.ReadOptions,
+        video_dtype: str = "float32",
     ):
         self._fingerprint = plan.fingerprint
+        self._video_dtype = video_dtype
         self._local_batch = global_batch_size // process_count
         self._process_index = process_index
         self._process_count = process_count
@@ -89,7 +102,9 @@ class Loader:
         self.close()
         first = step * self._process_count + self._process_index
         local_batches = self._elements.batch(self._local_batch, drop_remainder=True)
-        mine = local_batches[first :: self._process_count].map(clips.to_model_input)
+        mine = local_batches[first :: self._process_count]
+        if self._video_dtype == "float32":
+            mine = mine.map(_model_input)
         self._iterator = iter(mine.to_iter_dataset(self._read_options))
         self._step = step
 
@@ -146,6 +161,7 @@ def create_loader(
     process_index: int = 0,
     process_count: int = 1,
     start_step: int = 0,
+    video_dtype: str = "float32",
 ) -> Loader:
     """The loader of this process's share of every global batch, from `start_step` on.
 
@@ -155,6 +171,9 @@ def create_loader(
       seed: the data seed (shuffle order, clip windows, flips); taken modulo 2**32.
       process_index, process_count: this process and how many read in total.
       start_step: the global step of the first batch.
+      video_dtype: 'float32', videos as the model reads them (in [-1, 1]); or 'uint8', as stored,
+        for a step that converts them on the devices (`pixels.to_model_input`): a quarter of the
+        bytes to move. The data position does not depend on it.
 
     Raises:
       ValueError: one line, for a bad config, a missing data set, or a batch size that does not
@@ -169,6 +188,8 @@ def create_loader(
         )
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
+    if video_dtype not in VIDEO_DTYPES:
+        raise ValueError(f"video_dtype must be one of {VIDEO_DTYPES}, got {video_dtype!r}.")
     cfg = config_lib.with_defaults(data_config)
     seed = int(seed) % 2**32
     plan = _plan(cfg)
@@ -185,6 +206,7 @@ def create_loader(
         process_count=process_count,
         start_step=start_step,
         read_options=read_options,
+        video_dtype=video_dtype,
     )
 
 
@@ -292,3 +314,44 @@ def make_global_batch(local_batch: dict, sharding: jax.sharding.Sharding) -> dic
         ('data', 'fsdp') axes for the first dimension).
     """
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+class DeviceBatches:
+    """Global batches on the devices, `ahead` more of them on their way while one is used.
+
+    Each `next` hands out the oldest batch and puts the loader's next local batch on the devices
+    (`make_global_batch`); the copy runs while the step dispatched before it computes. The data
+    position, `get_state`, is that of the next batch handed out, not the loader's (`ahead`
+    further on): a checkpoint saved after a step resumes at the step after it.
+
+    Args:
+      loader: an iterator of local batches with `get_state()` (a `Loader`).
+      sharding: the batch sharding (`make_global_batch`).
+      ahead: batches in flight beyond the one handed out.
+    """
+
+    def __init__(self, loader, sharding: jax.sharding.Sharding, ahead: int = 2):
+        if ahead < 0:
+            raise ValueError(f"ahead must be >= 0, got {ahead}.")
+        self._loader = loader
+        self._local_batches = iter(loader)
+        self._sharding = sharding
+        self._ahead = ahead
+        self._queue: collections.deque = collections.deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        for local_batch in self._local_batches:
+            self._queue.append(make_global_batch(local_batch, self._sharding))
+            if len(self._queue) > self._ahead:
+                break
+        if not self._queue:
+            raise StopIteration
+        return self._queue.popleft()
+
+    def get_state(self) -> dict:
+        """The loader's position less the batches fetched but not yet handed out."""
+        state = self._loader.get_state()
+        return {**state, "step": state["step"] - len(self._queue)}

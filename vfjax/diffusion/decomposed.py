@@ -1,4 +1,4 @@
-"""The decomposed diffusion process of VideoFusion (DESIGN.md section 1), as pure functions.
+"""The decomposed diffusion process of VideoFusion (docs/design.md, section 1), as pure functions.
 
 Videos are `[B, N, H, W, C]`. Each frame's noise is split into a base noise `b` shared by all
 frames and a residual noise `r[i]` of its own:

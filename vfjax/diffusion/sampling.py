@@ -1,7 +1,7 @@
 """DDIM / DDPM sampling with the two-stage estimate, guidance and long videos.
 
 One sampler serves training previews, the sample command and evaluation. The whole loop is a
-`lax.fori_loop`, so a caller that jits `sample` gets one compiled program for all steps.
+`lax.scan`, so a caller that jits `sample` gets one compiled program for all steps.
 
 Networks enter as callables with a condition argument (None when unconditional):
   base_fn(z_key [B, H, W, C], t [B], cond) -> b_hat [B, H, W, C]
@@ -79,12 +79,24 @@ def guided(fn: Callable, x: Array, t: Array, cond: Any, null_cond: Any, scale: f
     `scale = 1` is the plain conditional prediction (one call, no null condition needed);
     `scale = 0` the unconditional one (one call with the null condition). Both are exact.
     """
+    return _guidance_mix(fn(*_guidance_batch(x, t, cond, null_cond, scale)), null_cond, scale)
+
+
+def _guidance_batch(x: Array, t: Array, cond: Any, null_cond: Any, scale: float) -> tuple:
+    """The arguments of `guided`'s one call: both conditions as one batch (conditional first),
+    or the one condition that `scale` needs."""
     if scale == 1.0 or null_cond is None:
-        return fn(x, t, cond)
+        return x, t, cond
     if scale == 0.0:
-        return fn(x, t, null_cond)
+        return x, t, null_cond
     both = jax.tree.map(lambda c, u: jnp.concatenate([c, u]), cond, null_cond)
-    out = fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]), both)
+    return jnp.concatenate([x, x]), jnp.concatenate([t, t]), both
+
+
+def _guidance_mix(out: Array, null_cond: Any, scale: float) -> Array:
+    """`guided`'s estimate from the output of the call on `_guidance_batch`."""
+    if scale in (0.0, 1.0) or null_cond is None:
+        return out
     out_c, out_u = jnp.split(out, 2)
     return out_u + scale * (out_c - out_u)
 
@@ -157,7 +169,8 @@ def sample(
         (`make_step`); 0 holds them by replacement alone.
       key_input: what the residual generator sees at the key frame (`decomposed.remove_base`);
         'clean' first draws the key frame alone to its end (`_draw_key_frame`, a pass of the
-        base generator only) and shows that at every step.
+        base generator only) and shows that at every step; the base generator's outputs of
+        that pass serve the clip's steps too (one base pass per step, not two).
       prediction: what the networks output, 'eps' or 'v' (`decomposed.base_as_noise`,
         `decomposed.residual_as_noise`); the sampler works on the noise they imply.
 
@@ -172,9 +185,9 @@ def sample(
             lambda x: jnp.repeat(x, num_clips, axis=0), (cond, null_cond)
         )
 
-    key_value = None
+    key_value, base_steps = None, None
     if key_input == "clean" and base_fn is not None:
-        key_value = _draw_key_frame(
+        key_value, base_steps = _draw_key_frame(
             base_fn,
             (b, 1, h, w, c),
             base_rng,
@@ -191,9 +204,15 @@ def sample(
             known=known,
         )
 
-    def two_stage(z, t, c):
-        """The combined estimate under condition `c`: base, base removed, residual."""
-        base = None if base_fn is None else (lambda z, t: base_fn(z, t, c))
+    def two_stage(z, t, c, base_out):
+        """The combined estimate under condition `c`: base, base removed, residual. `base_out`,
+        when given, is the base generator's output at this step, kept from the key frame's pass."""
+        if base_fn is None:
+            base = None
+        elif base_out is None:
+            base = lambda z, t: base_fn(z, t, c)
+        else:
+            base = lambda z, t: base_out
         shown = key_value
         if shown is not None and shown.shape[0] != z.shape[0]:
             shown = jnp.concatenate([shown, shown])  # `guided` runs both conditions as one batch.
@@ -209,12 +228,12 @@ def sample(
             shown,
         )[0]
 
-    def predict(z, t):
-        # Guidance on the combined estimate (DESIGN.md): each branch removes its own base.
-        return guided(two_stage, z, t, cond, null_cond, guidance_scale)
+    def predict(z, t, base_out):
+        # Guidance on the combined estimate (docs/design.md, 2.2): each branch removes its own base.
+        branches = lambda z, t, c: two_stage(z, t, c, base_out)
+        return guided(branches, z, t, cond, null_cond, guidance_scale), None
 
-    body = make_step(
-        predict,
+    update = _make_update(
         alphas_cumprod,
         num_steps,
         base_rng,
@@ -229,8 +248,13 @@ def sample(
         # A key frame drawn first must end as drawn: guidance does not steer it here.
         unsteered_frame=key_frame if key_value is not None else None,
     )
+
+    def body(z, step):
+        i, base_out = step
+        return update(i, z, lambda z, t: predict(z, t, base_out))[0], None
+
     z = draw_noise(base_rng, residual_rng, shape, lambdas, num_clips)
-    x0 = jax.lax.fori_loop(0, num_steps, body, z)
+    x0, _ = jax.lax.scan(body, z, (jnp.arange(num_steps), base_steps))
     return jnp.clip(x0, -1.0, 1.0).reshape(b, num_clips * n, h, w, c)
 
 
@@ -250,27 +274,33 @@ def _draw_key_frame(
     guidance_scale: float,
     num_clips: int,
     known: tuple[Array, Array] | None,
-) -> Array:
-    """The key frame alone, drawn to its end: `[B * num_clips, H, W, C]`.
+) -> tuple[Array, Array]:
+    """The key frame alone, drawn to its end, and the base generator's output at every step.
+
+    Returns `(key [B * num_clips, H, W, C], base_steps [num_steps, G * B * num_clips, H, W, C])`,
+    `G = 2` where guidance runs both conditions as one batch (`_guidance_batch`), else 1.
 
     The key frame's noise is the base noise alone (`lam[k] = 1`) and its estimate the base
     generator's, so its trajectory in `sample` does not depend on the other frames: run alone with
     the same keys it ends where it would end beside them (`draw_noise` of one frame with share 1
-    is the base noise itself). `key_input='clean'` draws it first and shows it to the residual
-    generator at every step of the clip.
+    is the base noise itself, and held frames are held alike). `key_input='clean'` draws it first
+    and shows it to the residual generator at every step of the clip; and since the key frame's
+    latent passes through the same values there, the base generator's outputs kept here are
+    its outputs there: `sample` runs the base generator once per step, not twice.
+    Reconstruction guidance changes nothing of this: its gradient reaches the base generator
+    only through the key frame's latent, and with 'clean' the key frame is never steered.
     """
 
     def predict(z, t):
-        return guided(
-            lambda z, t, c: base_fn(z[:, 0], t, c)[:, None], z, t, cond, null_cond, guidance_scale
-        )
+        x, tt, c = _guidance_batch(z[:, 0], t, cond, null_cond, guidance_scale)
+        out = base_fn(x, tt, c)  # [G * B * num_clips, H, W, C]
+        return _guidance_mix(out, null_cond, guidance_scale)[:, None], out
 
     one = jnp.ones((1,), jnp.float32)
     if known is not None:
         values, mask = known
         known = (values[:, key_frame : key_frame + 1], mask[key_frame : key_frame + 1])
-    body = make_step(
-        predict,
+    update = _make_update(
         alphas_cumprod,
         num_steps,
         base_rng,
@@ -283,7 +313,8 @@ def _draw_key_frame(
         known=known,
     )
     z = draw_noise(base_rng, residual_rng, key_shape, one, num_clips)
-    return jnp.clip(jax.lax.fori_loop(0, num_steps, body, z), -1.0, 1.0)[:, 0]
+    z, base_steps = jax.lax.scan(lambda z, i: update(i, z, predict), z, jnp.arange(num_steps))
+    return jnp.clip(z, -1.0, 1.0)[:, 0], base_steps
 
 
 def make_step(
@@ -317,13 +348,48 @@ def make_step(
     replacement does). It costs a backward pass of the networks per step. `unsteered_frame`, when
     given, is left out of that correction as the known frames are.
     """
+    update = _make_update(
+        alphas_cumprod,
+        num_steps,
+        base_rng,
+        residual_rng,
+        shape,
+        lambdas,
+        eta=eta,
+        clip_x0=clip_x0,
+        num_clips=num_clips,
+        known=known,
+        known_guidance=known_guidance,
+        unsteered_frame=unsteered_frame,
+    )
+    return lambda i, z: update(i, z, lambda z, t: (predict(z, t), None))[0]
+
+
+def _make_update(
+    alphas_cumprod: Array,
+    num_steps: int,
+    base_rng: Array,
+    residual_rng: Array,
+    shape,
+    lambdas: Array,
+    *,
+    eta: float,
+    clip_x0: bool,
+    num_clips: int = 1,
+    known: tuple[Array, Array] | None = None,
+    known_guidance: float = 0.0,
+    unsteered_frame: int | None = None,
+) -> Callable[[Array, Array, Callable], tuple[Array, Any]]:
+    """`make_step`'s update with the estimate given at each call: `update(i, z_t, predict) ->
+    (z_s, aux)`, where `predict(z, t) -> (eps_hat, aux)` may also return what a loop keeps of
+    each step (the key frame's pass keeps the base generator's outputs) or take what it kept."""
     steps = jnp.asarray(ddim_timesteps(alphas_cumprod.shape[0], num_steps))
     steps_next = jnp.concatenate([steps[1:], jnp.array([-1], jnp.int32)])
     batch = shape[0] * num_clips
 
     guide = known is not None and known_guidance > 0
 
-    def body(i, z):
+    def update(i, z, predict):
         t = jnp.full((batch,), steps[i], jnp.int32)
         s = steps_next[i]
         abar_t = alphas_cumprod[steps[i]]
@@ -339,14 +405,15 @@ def make_step(
             steered = steered.reshape(frames).astype(jnp.float32)
 
             def reconstruction_error(z):
-                eps = predict(z, t).astype(jnp.float32)
+                eps, aux = predict(z, t)
+                eps = eps.astype(jnp.float32)
                 x0 = (z - jnp.sqrt(1.0 - abar_t) * eps) / jnp.sqrt(abar_t)
-                return jnp.sum(held * jnp.square(values - x0)), eps
+                return jnp.sum(held * jnp.square(values - x0)), (eps, aux)
 
-            grad, eps_hat = jax.grad(reconstruction_error, has_aux=True)(z)
+            grad, (eps_hat, aux) = jax.grad(reconstruction_error, has_aux=True)(z)
             correction = -(known_guidance * jnp.sqrt(abar_t) / 2.0) * steered * grad
         else:
-            eps_hat = predict(z, t)
+            eps_hat, aux = predict(z, t)
         noise = None
         sigma = jnp.float32(0.0)
         if eta > 0:
@@ -360,6 +427,6 @@ def make_step(
             )
         eps_hat = eps_hat.astype(jnp.float32)
         z_s, _ = ddim_step(z, eps_hat, abar_t, abar_s, sigma, noise, clip_x0, known, correction)
-        return z_s
+        return z_s, aux
 
-    return body
+    return update
