@@ -8,7 +8,7 @@ jointly, and the stop-gradient rule on or off.
 architecture (`configs/default.py:image`, or a VideoFusion run) or a converted public
 checkpoint (`python -m vfjax.pretrained`). Without it, "pretrained" is the pretraining phase
 inside the run (`base_pretrain_steps`: the base generator trained alone as an image model on
-every frame first), and there is no frozen point (a base frozen from scratch learns nothing).
+every frame first), and "frozen" keeps the base generator as that phase left it.
 `ucf101` runs the same points on UCF101 at 64x64 instead of the embedded default.
 """
 
@@ -53,6 +53,5 @@ def get_sweep(arg=None):
             "diffusion.base_stop_gradient": False,
         },
     ]
-    if base:
-        points.append({"_name": "pretrained_frozen", **pretrained, "optim.freeze_base": True})
+    points.append({"_name": "pretrained_frozen", **pretrained, "optim.freeze_base": True})
     return points

@@ -53,6 +53,7 @@ def test_base_ablation_points():
         "pretrained",
         "scratch_no_stop_gradient",
         "pretrained_no_stop_gradient",
+        "pretrained_frozen",
     ]
     with_base = experiments.load_sweep(path, "base=/runs/base")
     frozen = [p for p in with_base if p["_name"] == "pretrained_frozen"]

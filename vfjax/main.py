@@ -56,6 +56,7 @@ def run(config, workdir: str | None, mode: str) -> dict:
         config_lib.validate(config, workdir)  # Cheap: before the modes' heavy imports.
     if mode == "train":
         _check_base_checkpoint(config, workdir)
+    distributed.split_cpu(config.get("cpu_devices", 0))
     distributed.initialize()
     if mode == "prepare":
         from vfjax import data

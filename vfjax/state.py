@@ -43,7 +43,9 @@ def lr_schedule(optim, total_steps: int) -> optax.Schedule:
 def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
     """AdamW with global-norm clipping and a learning-rate multiplier per generator.
 
-    Weight decay skips vectors (biases, norms). A frozen base generator gets zero updates.
+    Weight decay skips vectors (biases, norms). A frozen base generator (`optim.freeze_base`) is
+    the train step's business: it gets zero updates in the joint phase, after any base
+    pretraining (`steps.train_step`).
     """
     schedule = lr_schedule(optim, total_steps)
 
@@ -58,39 +60,33 @@ def make_optimizer(optim, total_steps: int) -> optax.GradientTransformation:
         )
 
     def labels(params):
-        def label(net):
-            return "frozen" if net == "base" and optim.freeze_base else net
-
-        return {net: jax.tree.map(lambda _, n=net: label(n), tree) for net, tree in params.items()}
+        return {net: jax.tree.map(lambda _, n=net: n, tree) for net, tree in params.items()}
 
     per_net = optax.multi_transform(
-        {
-            "base": adamw(optim.base_lr_mult),
-            "residual": adamw(optim.residual_lr_mult),
-            "frozen": optax.set_to_zero(),
-        },
-        labels,
+        {"base": adamw(optim.base_lr_mult), "residual": adamw(optim.residual_lr_mult)}, labels
     )
     if optim.grad_clip > 0:
         return optax.chain(optax.clip_by_global_norm(optim.grad_clip), per_net)
     return per_net
 
 
-def learning_rates(optim, total_steps: int, opt_state, nets) -> dict[str, Array]:
+def learning_rates(
+    optim, total_steps: int, opt_state, nets, phase: str = "joint"
+) -> dict[str, Array]:
     """The learning rate each generator's optimizer applies at its next update, as metrics:
     `lr_base` and `lr_residual` for the generators in `nets`, and `lr`, the residual generator's
     (the base generator's in the image model, which has no other).
 
     Each is the schedule at that optimizer's own step count times the generator's multiplier,
-    0 for a frozen base generator. A residual generator that sits out base pretraining keeps its
-    count at 0, where the warm-up starts from 0: it learns nothing until it joins, and then warms
-    up from the start.
+    0 for a base generator frozen in this phase (the joint one). A residual generator that sits
+    out base pretraining keeps its count at 0, where the warm-up starts from 0: it learns nothing
+    until it joins, and then warms up from the start.
     """
     schedule = lr_schedule(optim, total_steps)
     per_net = optax.tree_utils.tree_get(opt_state, "inner_states")
     rates = {}
     for net in nets:
-        if net == "base" and optim.freeze_base:
+        if net == "base" and optim.freeze_base and phase == "joint":
             rates["lr_base"] = jnp.zeros((), jnp.float32)
             continue
         count = optax.tree_utils.tree_get(per_net[net], "ScaleByScheduleState").count
@@ -99,13 +95,14 @@ def learning_rates(optim, total_steps: int, opt_state, nets) -> dict[str, Array]
     return rates
 
 
-def keep_residual_optimizer(new_opt_state, old_opt_state):
-    """`new_opt_state` with every leaf of the residual generator's optimizer (those under a
-    `'residual'` key: its transform's moments and step count) taken from `old_opt_state`."""
+def keep_optimizer(net: str, new_opt_state, old_opt_state):
+    """`new_opt_state` with every leaf of generator `net`'s optimizer (those under a `net` key:
+    its transform's moments and step count) taken from `old_opt_state`: a generator that sits
+    out a step keeps its optimizer as it was."""
 
     def pick(path, new, old):
         keys = {getattr(k, "key", None) for k in path}
-        return old if "residual" in keys else new
+        return old if net in keys else new
 
     return jax.tree_util.tree_map_with_path(pick, new_opt_state, old_opt_state)
 

@@ -105,9 +105,11 @@ def train_step(
     loss_rng, cond_rng, dropout_rng = jax.random.split(rng, 3)
     cond = make_cond(config, batch, cond_rng)
     uses_dropout = any(config.model[net].get("dropout", 0.0) > 0 for net in ("base", "residual"))
+    # A frozen base generator is frozen in the joint phase: after its pretraining, if any.
+    frozen_base = config.optim.freeze_base and phase == "joint" and "base" in state.params
 
     def loss_fn(params):
-        if config.optim.freeze_base and "base" in params:
+        if frozen_base:
             params = {**params, "base": jax.lax.stop_gradient(params["base"])}
         model = state_lib.model_from(setup, params)
         dropout = dropout_rng if uses_dropout else None
@@ -131,7 +133,11 @@ def train_step(
     if phase == "base_pretrain":
         # The residual generator sits out: its optimizer state (moments, step count, schedule)
         # stays as it was, so it starts the joint phase as a fresh AdamW, warm-up included.
-        opt_state = state_lib.keep_residual_optimizer(opt_state, state.opt_state)
+        opt_state = state_lib.keep_optimizer("residual", opt_state, state.opt_state)
+    if frozen_base:
+        # Zero gradients alone would still move it (Adam's moments from its pretraining).
+        updates = {**updates, "base": jax.tree.map(jnp.zeros_like, updates["base"])}
+        opt_state = state_lib.keep_optimizer("base", opt_state, state.opt_state)
     params = optax.apply_updates(state.params, updates)
     ema = state_lib.ema_update(state.ema, params, state.step, config.optim.ema_decay)
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema)
@@ -143,7 +149,9 @@ def train_step(
         "loss": loss,
         **terms,
         "grad_norm": grad_norm,
-        **state_lib.learning_rates(config.optim, config.total_steps, state.opt_state, state.params),
+        **state_lib.learning_rates(
+            config.optim, config.total_steps, state.opt_state, state.params, phase
+        ),
         "finite": finite.astype(jnp.int32),
     }
     return new, metrics

@@ -103,9 +103,11 @@ def run_command(command: str):
         result = efficiency.run(tiny=FLAGS.tiny)
         return efficiency.markdown(result), result
 
-    # The commands below use this process's devices.
+    # The commands below use this process's devices (split as the run would: `cpu_devices`).
     from vfjax import distributed
 
+    if command == "run" and FLAGS.config is not None:
+        distributed.split_cpu(FLAGS.config.get("cpu_devices", 0))
     distributed.initialize()
     if command == "env":
         from vfjax.bench import measure

@@ -22,6 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from vfjax import consistency, distributed, fileio, long_video, run_setup
+from vfjax import sharding as sharding_lib
 from vfjax.data import synthetic_law
 from vfjax.evaluation import c3d, features, i3d, metrics, protocols, report, streams
 
@@ -187,9 +188,73 @@ def inception_score(config, setup, ema, protocol, seed: int) -> tuple[dict, dict
     return {"is_mean": mean, "is_std": std}, network
 
 
+def real_floor(config, workdir) -> dict:
+    """The FVD (and KVD) between two disjoint sets of real clips, each of the protocol's real
+    count: the first and second halves of one draw (`eval.seed`), so no clip is in both. What a
+    model that draws the data itself would score: the floor its FVD is read against. Written to
+    `workdir/eval/<protocol>_real_floor_seed<seed>.json`; no checkpoint is needed."""
+    protocol = _protocol(config)
+    config = run_setup.prepare_config(config)
+    mesh = sharding_lib.make_mesh(config.mesh)
+    network = i3d.with_preprocess(
+        i3d.load_i3d(config.eval.i3d_weights), protocol.resize_method, quantize=protocol.quantize
+    )
+    law = synthetic_law.Law.of(config.data) if synthetic_law.applies(config.data) else None
+    count = protocol.num_real
+    start = time.time()
+    halves = [streams.LawCounted(law), streams.LawCounted(law)]
+
+    def counted(batches):
+        """Counts the law on each half; a clip's global index (the loader's order: batch after
+        batch, each split over the processes in turn) decides its half."""
+        for number, (videos, valid) in enumerate(batches):
+            local = len(valid)
+            rows = (number * jax.process_count() + jax.process_index()) * local + np.arange(local)
+            for half, keep in zip(halves, (rows < count, rows >= count), strict=True):
+                for _ in half(iter([(videos, valid & keep)])):
+                    pass
+            yield videos, valid
+
+    clips = streams.real_clips(config, protocol, 2 * count, config.eval.seed)
+    feats = features.extract_features(
+        network, streams.rgb(counted(clips)), mesh, total=2 * count, desc="real clips"
+    )
+    result = protocols.describe(
+        protocol,
+        dataset=config.data.name,
+        networks=[network],
+        seed=config.eval.seed,
+        checkpoint_step=None,
+        training_split=config.data.split,
+    )
+    result["generated"] = "real clips: the second half of the draw, disjoint from the first"
+    result.update(distances(feats[count:], feats[:count], protocol))
+    if law is not None:
+        a, b = (h.totals() for h in halves)
+        result["data_law"] = {
+            "generated": synthetic_law.report_from_counts(b, law),
+            "real": synthetic_law.report_from_counts(a, law),
+        }
+    result["seconds"] = time.time() - start
+    if distributed.is_main():
+        name = f"{protocol.name}_real_floor_seed{config.eval.seed}"
+        fileio.write_json(fileio.join(workdir, "eval", f"{name}.json"), result)
+        logging.info(
+            "Real-against-real FVD %.2f (%s); wrote eval/%s.json",
+            result["fvd"],
+            protocol.name,
+            name,
+        )
+    return result
+
+
 def evaluate(config, workdir) -> dict:
     """Evaluates checkpoint `eval.step` (-1: the newest) of the run in `workdir`; returns the
-    result written (by process 0) to `workdir/eval/<protocol>_<step>.json`."""
+    result written (by process 0) to `workdir/eval/<protocol>_<step>.json` (with
+    `eval.generated_seed` set, `..._<step>_gen<seed>.json`). With `eval.real_floor`, the floor
+    instead (`real_floor`)."""
+    if config.eval.get("real_floor", False):
+        return real_floor(config, workdir)
     protocol = _protocol(config)  # Refuses a bad protocol before any long work.
     config, setup = run_setup.setup_run(config, workdir)
     want_is = _check_request(config, protocol)
@@ -200,7 +265,8 @@ def evaluate(config, workdir) -> dict:
     report.log_plan(config, protocol, step, want_is)
     start = time.time()
 
-    seed = config.eval.seed + 1000
+    chosen = config.eval.get("generated_seed", None)
+    seed = config.eval.seed + 1000 if chosen is None else chosen
     law = synthetic_law.Law.of(config.data) if synthetic_law.applies(config.data) else None
     first, measure, counted = streams.FirstVideos(16), streams.Measured(), streams.LawCounted(law)
     gen_feats = generated_features(
@@ -226,7 +292,9 @@ def evaluate(config, workdir) -> dict:
     elif protocol.compute_is:
         result["is_skipped"] = "IS uses a UCF101 classifier (C3D); not defined for this data set."
     result["seconds"] = time.time() - start
+    result["generated_seed"] = seed
     if distributed.is_main():
         grid = np.concatenate(first.videos)
-        report.write(workdir, protocol, step, result, grid, config.sampling.fps)
+        suffix = "" if chosen is None else f"_gen{chosen}"
+        report.write(workdir, protocol, f"{step}{suffix}", result, grid, config.sampling.fps)
     return result

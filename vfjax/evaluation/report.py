@@ -77,12 +77,15 @@ def record(config, protocol, network, step: int, cached: bool) -> dict:
     return result
 
 
-def write(workdir, protocol, step: int, result: dict, grid: np.ndarray, fps: int) -> None:
+def write(workdir, protocol, step, result: dict, grid: np.ndarray, fps: int) -> None:
+    """The result JSON, and the first generated videos as a grid (GIF, MP4) and as values
+    (`.npy`, `[videos, frames, H, W, C]` in [-1, 1]), named `<protocol>_<step>`."""
     stem = fileio.join(workdir, "eval", f"{protocol.name}_{step}")
     fileio.write_json(f"{stem}.json", result)
     samples.write_samples(stem, grid, fps=fps)
+    fileio.save_npy(f"{stem}.npy", grid.astype(np.float16))
     logging.info(
-        "FVD %.2f%s at step %d (%s); wrote %s.json",
+        "FVD %.2f%s at step %s (%s); wrote %s.json",
         result["fvd"],
         f", KVD {result['kvd']:.4f}" if "kvd" in result else "",
         step,

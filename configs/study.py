@@ -1,0 +1,264 @@
+"""The paper's five questions at the embedded default's scale: one sweep that trains, evaluates
+with FVD and writes the report (docs/miniature/report.md).
+
+    python launch/sweep.py --config=configs/study.py --workdir=runs/study --evaluate \
+        --results=docs/miniature --jobs=2 --report
+
+Run it again to resume: a run whose result JSON is in docs/miniature is done. `tiny` (after the
+colon) is the same pipeline at a toy size (two arms, one seed, a few steps, 8 clips a side), for
+the tests. Every arm is the embedded default (configs/default.py, the synthetic moving shapes)
+with one thing changed, trained for `STEPS` steps (the default's recipe at a shorter length, so
+that the whole study fits about 3 hours of a 2-core CPU: see the report) and evaluated under the
+`cpu` protocol (I3D FVD and KVD on 9-frame videos) with the synthetic set's law beside it.
+
+- RQ1, does a shared base noise make videos more coherent? (paper: VideoFusion beats VDM):
+  `vf` against `vdm_steps` (the VDM of as many parameters, as many steps) and `vdm_time` (as
+  much training wall time).
+- RQ2, does a pretrained image model as base help? (paper: yes): `pretrained` (the base trained
+  alone on frames first, `base_pretrain_steps`, then jointly, in as much wall time as `vf`)
+  against `vf`.
+- RQ3, which base share lambda? (paper: about 0.5 beats smaller and larger): `vf` (0.5) against
+  `lam0`, `lam025`, `lam075`.
+- RQ4, does joint training with the stop-gradient rule help? (paper: yes): `vf` against
+  `no_stop_gradient`; `pretrained` (joint) against `frozen` (the pretrained base frozen).
+- RQ5, do long videos stay coherent with a fixed base? (paper: yes, 512 frames): the `vf` runs'
+  64-frame videos, `continue` against the paper's `shared_base`, beside real 64-frame videos.
+- Ours, the residual generator shown the finished key frame: `vf` (`clean`) against `key_latent`
+  (the paper's input).
+
+Seeds: 3 for RQ1's arms, 2 for the others. The floor: `floor_real` (FVD between two disjoint
+sets of real clips, 3 draws) and `vf_resampled` (the first `vf` run's samples under two more
+sampling seeds).
+"""
+
+import os
+
+from vfjax import config as vfc
+from vfjax import experiments
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The study's training length and what each arm's equal-time variant becomes (measured on this
+# 2-core CPU: PERFORMANCE.md, "The study's runs").
+STEPS = 600
+VDM_TIME_STEPS = 600
+PRETRAIN_STEPS = 200
+PRETRAIN_TOTAL_STEPS = 700
+SEEDS_RQ1 = (0, 1, 2)
+SEEDS = (0, 1)
+LONG_FRAMES = 64
+LONG_VIDEOS = 16
+
+
+def get_config(arg=None):
+    c = vfc.load_config(os.path.join(HERE, "default.py"))
+    c.total_steps = STEPS
+    c.sample_every_steps = 0  # The evaluation draws the samples.
+    c.checkpoint_every_steps = STEPS
+    if "tiny" in (arg or ""):
+        # The tests' size: the smoke run's data and one-level networks (seconds to compile).
+        vfc.runlocal(c)
+        c.total_steps = c.checkpoint_every_steps = 6
+        c.log_every_steps = 3
+        c.sample_every_steps = 0
+        c.optim.schedule = "constant"
+        for net in (c.model.base, c.model.residual):
+            net.channel_mult, net.attn_resolutions, net.mid_attention = (1,), (), False
+        c.model.residual.temporal_attn_resolutions = (16,)
+        c.eval.num_generated = c.eval.num_real = c.eval.batch_size = 4
+    return c
+
+
+def _long_samples(tiny: bool) -> list[dict]:
+    frames, videos = (8, 2) if tiny else (LONG_FRAMES, LONG_VIDEOS)
+    common = {
+        "sampling.num_frames": frames,
+        "sampling.num_videos": videos,
+        "sampling.batch_size": videos,
+    }
+    methods = ("continue",) if tiny else ("continue", "shared_base")
+    return [{"name": f"long_{m}", "fields": {**common, "sampling.long_method": m}} for m in methods]
+
+
+def _arms(c, tiny: bool) -> dict[str, dict]:
+    """Each arm's fields (on top of `get_config`)."""
+    if tiny:
+        return {"vf": {}, "vdm_steps": {"model.kind": "vdm"}}
+    vdm = {"model.kind": "vdm", **experiments.matched_vdm(c)}
+    pretrained = {"base_pretrain_steps": PRETRAIN_STEPS, "total_steps": PRETRAIN_TOTAL_STEPS}
+    return {
+        "vf": {},
+        "vdm_steps": vdm,
+        "vdm_time": {**vdm, "total_steps": VDM_TIME_STEPS},
+        "pretrained": pretrained,
+        "frozen": {**pretrained, "optim.freeze_base": True},
+        "lam0": {"diffusion.lam": 0.0},
+        "lam025": {"diffusion.lam": 0.25},
+        "lam075": {"diffusion.lam": 0.75},
+        "no_stop_gradient": {"diffusion.base_stop_gradient": False},
+        "key_latent": {"diffusion.key_input": "latent"},
+    }
+
+
+def get_sweep(arg=None):
+    tiny = "tiny" in (arg or "")
+    c = get_config(arg)
+    points = []
+    for arm, fields in _arms(c, tiny).items():
+        seeds = (0,) if tiny else SEEDS_RQ1 if arm in ("vf", "vdm_steps", "vdm_time") else SEEDS
+        for seed in seeds:
+            point = {"_name": f"{arm}_s{seed}", "_arm": arm, "seed": seed, **fields}
+            if arm == "vf":
+                point["_samples"] = _long_samples(tiny)
+            points.append(point)
+    if not tiny:
+        for seed in (0, 1, 2):
+            points.append(
+                {
+                    "_name": f"floor_real_s{seed}",
+                    "_arm": "floor_real",
+                    "_train": False,
+                    "eval.real_floor": True,
+                    "eval.seed": seed,
+                }
+            )
+        for seed in (1, 2):
+            points.append(
+                {
+                    "_name": f"vf_resampled_g{seed}",
+                    "_arm": "vf_resampled",
+                    "_workdir_of": "vf_s0",
+                    "_train": False,
+                    "eval.generated_seed": 1000 + seed,
+                }
+            )
+    return points
+
+
+def get_study(arg=None) -> dict:
+    """The report's questions: arms, the paper's finding, and the comparisons it implies."""
+    tiny = "tiny" in (arg or "")
+    c = get_config(arg)
+    rq1 = {
+        "id": "RQ1",
+        "question": "does a shared base noise make videos more coherent?",
+        "finding": "VideoFusion beats the VDM baseline (lower FVD).",
+        "arms": {"vf": "VideoFusion", "vdm_steps": "VDM, as many steps"},
+        "comparisons": [("vf", "vdm_steps")],
+        "measures": ["fvd", "kvd", "law", "jump", "brightness_gap"],
+    }
+    if tiny:
+        questions = [rq1]
+    else:
+        rq1["arms"]["vdm_time"] = "VDM, as much wall time"
+        rq1["comparisons"].append(("vf", "vdm_time"))
+        questions = [
+            rq1,
+            {
+                "id": "RQ2",
+                "question": "does a base pretrained as an image model help?",
+                "finding": "yes: quality and efficiency.",
+                "arms": {"pretrained": "base pretrained on frames, then joint", "vf": "scratch"},
+                "comparisons": [("pretrained", "vf")],
+                "measures": ["fvd", "kvd", "law"],
+            },
+            {
+                "id": "RQ3",
+                "question": "which base share lambda?",
+                "finding": "about 0.5 beats smaller and larger.",
+                "arms": {
+                    "lam0": "lambda 0",
+                    "lam025": "lambda 0.25",
+                    "vf": "lambda 0.5",
+                    "lam075": "lambda 0.75",
+                },
+                "comparisons": [("vf", "lam0"), ("vf", "lam025"), ("vf", "lam075")],
+                "measures": ["fvd", "kvd", "law", "jump"],
+            },
+            {
+                "id": "RQ4",
+                "question": "does joint training with the stop-gradient rule help?",
+                "finding": "yes.",
+                "arms": {
+                    "vf": "joint, stop-gradient rule",
+                    "no_stop_gradient": "joint, no stop-gradient",
+                    "pretrained": "pretrained base, then joint",
+                    "frozen": "pretrained base, then frozen",
+                },
+                "comparisons": [("vf", "no_stop_gradient"), ("pretrained", "frozen")],
+                "measures": ["fvd", "kvd", "law"],
+            },
+            {
+                "id": "ours",
+                "question": "the residual generator sees the finished key frame ('clean')?",
+                "finding": "(not in the paper: it shows the latent with the base removed).",
+                "arms": {"vf": "clean (ours)", "key_latent": "latent (the paper's)"},
+                "comparisons": [("vf", "key_latent")],
+                "measures": ["fvd", "kvd", "law", "jump"],
+            },
+        ]
+    return {
+        "title": "The paper's five questions at CPU scale" + (" (tiny)" if tiny else ""),
+        "preamble": [
+            f"Every arm: the embedded default (synthetic moving shapes, {c.data.num_frames} "
+            f"frames of {c.data.resolution}x{c.data.resolution}) with one thing changed, "
+            f"{c.total_steps} steps unless the arm says otherwise, evaluated under the "
+            f"`{c.eval.protocol}` protocol. Mean ± standard deviation over seeds; a difference "
+            "counts only where it exceeds the two arms' standard deviations added.",
+        ],
+        "questions": questions,
+        "floor_arms": {
+            "floor_real": "two disjoint sets of real clips",
+            "vf_resampled": "the first VideoFusion run, sampled with other seeds",
+        },
+        "long_question": {
+            "id": "RQ5",
+            "question": f"do long videos ({_long_samples(tiny)[0]['fields']['sampling.num_frames']}"
+            " frames) stay coherent with a fixed base?",
+            "finding": "yes: 512 frames with the base noise fixed and new residual noise.",
+            "arm": "vf",
+            "methods": {
+                "long_shared_base": "shared_base (the paper's: all clips on one base noise)",
+                "long_continue": "continue (the default: clip after clip, holding frames)",
+            },
+            "comparisons": [] if tiny else [("long_shared_base", "long_continue")],
+            "measures": ["law", "law_real", "boundary", "repeats", "appearance_change"],
+            "verdict_measures": ["law", "boundary", "appearance_change"],
+        },
+        "data": c.data,
+        "plots": _plots()[1:] if tiny else _plots(),
+        "commands": [
+            "python launch/sweep.py --config=configs/study.py"
+            + (":tiny" if tiny else "")
+            + " --workdir=runs/study --evaluate --results=docs/miniature --jobs=2 --report",
+        ],
+    }
+
+
+def _plots() -> list[dict]:
+    return [
+        {
+            "name": "fvd_against_lambda",
+            "title": "FVD against the base share lambda (VideoFusion)",
+            "measure": "fvd",
+            "xlabel": "lambda",
+            "series": [
+                {
+                    "label": "VideoFusion",
+                    "arms": {"lam0": 0.0, "lam025": 0.25, "vf": 0.5, "lam075": 0.75},
+                }
+            ],
+            "line": True,
+        },
+        {
+            "name": "fvd_against_time",
+            "title": "FVD against training wall time",
+            "measure": "fvd",
+            "xlabel": "training wall time (s)",
+            "series": [
+                {"label": "VideoFusion", "arms": {"vf": "time"}},
+                {"label": "VDM, as many steps", "arms": {"vdm_steps": "time"}},
+                {"label": "VDM, as much time", "arms": {"vdm_time": "time"}},
+            ],
+        },
+    ]
