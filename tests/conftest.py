@@ -44,6 +44,7 @@ def class_run(tmp_path_factory) -> str:
 # is left alone with one at the end.
 _LONGEST_FIRST = (
     "test_train",
+    "test_tpu",
     "test_multiprocess",
     "test_conditioning",
     "test_evaluate",

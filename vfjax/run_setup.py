@@ -47,14 +47,16 @@ def prepare_config(config, with_data: bool = True):
     return config
 
 
-def setup_run(config, workdir, with_data: bool = True):
+def setup_run(config, workdir, with_data: bool = True, devices=None):
     """Checks the config and workdir, builds the mesh and the abstract state (cheap).
 
-    `with_data=False` (the benchmark, fed synthetic batches) skips what concerns the data set.
+    `with_data=False` (the benchmark, fed synthetic batches) skips what concerns the data set;
+    `devices` (default: all of the run's) may be devices compiled for and never run on (a TPU
+    topology on a CPU host: `vfjax.bench.tpu`).
     """
     config_lib.validate(config, workdir, with_data)
     config = prepare_config(config, with_data)
-    mesh = sharding_lib.make_mesh(config.mesh)
+    mesh = sharding_lib.make_mesh(config.mesh, devices)
     sharding_lib.check_batch(config.batch_size, mesh)
     setup = state_lib.build_setup(config, mesh)
     return config, setup

@@ -42,12 +42,29 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int]:
 def make_mesh(mesh_config=None, devices=None) -> jax.sharding.Mesh:
     """The `('data', 'fsdp')` mesh over all devices (of all processes), its sizes from
     `mesh_config` (`config.mesh`); None puts every device on `data` (a batch-parallel program,
-    such as a feature network's)."""
+    such as a feature network's).
+
+    Over several TPU slices (devices with different `slice_index`), `data` spans the slices
+    (only the gradient reduction crosses the slow data-centre network) and each slice holds
+    `data / slices` x `fsdp` devices on its fast links."""
     devices = jax.devices() if devices is None else devices
     shape = (len(devices), 1) if mesh_config is None else mesh_shape(mesh_config, len(devices))
-    return jax.make_mesh(
-        shape, MESH_AXES, axis_types=(AxisType.Auto, AxisType.Auto), devices=devices
+    axis_types = (AxisType.Auto, AxisType.Auto)
+    slices = len({getattr(d, "slice_index", 0) for d in devices})
+    if slices == 1:
+        return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types, devices=devices)
+    data, fsdp = shape
+    if data % slices:
+        raise ValueError(
+            f"mesh.data={data} does not split over the {slices} slices: data spans the slices "
+            f"(fsdp stays inside one); use a multiple of {slices}."
+        )
+    from jax.experimental import mesh_utils
+
+    grid = mesh_utils.create_hybrid_device_mesh(
+        (data // slices, fsdp), (slices, 1), devices=devices
     )
+    return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def check_batch(global_batch: int, mesh: jax.sharding.Mesh) -> None:

@@ -5,14 +5,18 @@
     python -m vfjax.bench analyse --config=configs/ucf101_128.py --batches=16,64 [--json=OUT]
     python -m vfjax.bench fit --out=DIR [--configs=...] [--batches=16,64] [--devices=1,8]
     python -m vfjax.bench efficiency [--tiny] [--json=OUT]
+    python -m vfjax.bench tpu --config=configs/ucf101_64.py --topology=v5e:4x4 [--slices=2]
+        [--batches=64,128] [--remat=off|on|both] [--json=OUT]
     python -m vfjax.bench env [--json=OUT]
 
 Without a command: run and time one config's train step and sampler (the JSON carries at least
 `step_time_s`, `videos_per_s`, `model_flops_per_step`, `achieved_tflops`, `peak_memory_bytes`,
 `device`). `suite`: every case of the GPU benchmark, each in its own process (`vfjax.bench.suite`).
 `analyse`/`fit`: FLOPs and per-device memory from compiled programs, nothing run
-(`vfjax.bench.compiled`). `efficiency`: the VideoFusion / VDM efficiency pair
-(`vfjax.bench.efficiency`). `env`: device, library versions, XLA settings.
+(`vfjax.bench.compiled`). `tpu`: the same compiled for a TPU topology on this host, with XLA's
+TPU cost model and the chip's roofline (`vfjax.bench.tpu`; needs libtpu, no TPU).
+`efficiency`: the VideoFusion / VDM efficiency pair (`vfjax.bench.efficiency`). `env`: device,
+library versions, XLA settings.
 """
 
 import json
@@ -24,7 +28,7 @@ from ml_collections import config_flags
 from vfjax import cli, fileio
 from vfjax.bench import suite
 
-COMMANDS = ("run", "suite", "analyse", "fit", "efficiency", "env")
+COMMANDS = ("run", "suite", "analyse", "fit", "efficiency", "env", "tpu")
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_integer("steps", 10, "Timed train steps (after warm-up).")
@@ -43,6 +47,9 @@ flags.DEFINE_string("compilation_cache", "", "suite: JAX's persistent compilatio
 flags.DEFINE_list("batches", ["16", "64"], "analyse, fit: global batch sizes.")
 flags.DEFINE_list("configs", ["configs/ucf101_64.py", "configs/ucf101_128.py"], "fit: the configs.")
 flags.DEFINE_list("devices", ["1", "8"], "fit: device counts (fake CPU devices, mesh on fsdp).")
+flags.DEFINE_string("topology", "", "tpu: the TPU slice, GENERATION:AxB[xC], e.g. v5e:4x4.")
+flags.DEFINE_integer("slices", 1, "tpu: slices of that topology (data spans them, over DCN).")
+flags.DEFINE_enum("remat", "off", ["off", "on", "both"], "tpu: rematerialised train step.")
 FLAGS = flags.FLAGS
 
 
@@ -102,6 +109,26 @@ def run_command(command: str):
 
         result = efficiency.run(tiny=FLAGS.tiny)
         return efficiency.markdown(result), result
+
+    if command == "tpu":
+        import os
+
+        # The backend stays the CPU: the topology's devices are compiled for, never run on.
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        from vfjax.bench import tpu
+
+        if not FLAGS.topology:
+            raise ValueError("`tpu` needs --topology=GENERATION:AxB[xC], e.g. v5e:4x4.")
+        config = _need_config(command)
+        result = tpu.analyse(
+            config,
+            FLAGS.topology,
+            _ints(FLAGS.batches, "batches"),
+            FLAGS.slices,
+            FLAGS.remat,
+        )
+        result["config"] = config_flags.get_config_filename(FLAGS["config"])
+        return tpu.table([result]), result
 
     # The commands below use this process's devices (split as the run would: `cpu_devices`).
     from vfjax import distributed

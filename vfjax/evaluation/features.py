@@ -55,6 +55,32 @@ def _batch_sharding(mesh: Mesh | None) -> tuple[NamedSharding, int]:
     return NamedSharding(mesh, PartitionSpec(axes)), math.prod(mesh.shape[a] for a in axes)
 
 
+def _program(apply_fn, replicated: NamedSharding):
+    """What `extract_features` runs per batch: features and validity mask, replicated."""
+
+    def apply(params, videos, valid):
+        features = apply_fn(params, videos)
+        # Replicated outputs let every process read all features without a separate gather.
+        return jax.lax.with_sharding_constraint((features, valid), replicated)
+
+    return apply
+
+
+def lower(network: FeatureNetwork, mesh: Mesh, shape) -> jax.stages.Lowered:
+    """The program `extract_features` runs, lowered for the devices of `mesh` (a TPU topology's
+    included, compiled for and never run on) on float video batches of `shape`."""
+    sharding, _ = _batch_sharding(mesh)
+    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+
+    def abstract(x):
+        return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=replicated)
+
+    params = jax.tree.map(abstract, network.params)
+    videos = jax.ShapeDtypeStruct(tuple(shape), np.float32, sharding=sharding)
+    valid = jax.ShapeDtypeStruct(tuple(shape[:1]), np.bool_, sharding=sharding)
+    return jax.jit(_program(network.apply_fn, replicated)).lower(params, videos, valid)
+
+
 def _padded(batch: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pads a host batch to ``size`` clips with zeros; returns it and its validity mask."""
     valid = np.zeros((size,), bool)
@@ -106,13 +132,7 @@ def extract_features(
     replicated = NamedSharding(sharding.mesh, PartitionSpec())
     local_shards = max(shard_count // jax.process_count(), 1)
     params = jax.device_put(params, replicated)
-
-    def apply(params, videos, valid):
-        features = apply_fn(params, videos)
-        # Replicated outputs let every process read all features without a separate gather.
-        return jax.lax.with_sharding_constraint((features, valid), replicated)
-
-    run = distributed.AlignedJit(jax.jit(apply), f"features {desc}")
+    run = distributed.AlignedJit(jax.jit(_program(apply_fn, replicated)), f"features {desc}")
 
     outputs = []
     with tqdm(total=total, desc=desc, unit="clip", disable=jax.process_index() != 0) as bar:

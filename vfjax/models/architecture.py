@@ -41,6 +41,9 @@ class UNet2DConfig:
     param_dtype: str = "float32"
     attention_impl: str | None = None
     conv_impl: str = "auto"  # 'auto', 'native' or 'matmul_wgrad' (see layers.LayerOpts)
+    # Recompute each block's activations in the backward pass instead of keeping them (less
+    # memory, about a third more compute).
+    remat: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,3 +78,4 @@ class UNet3DConfig:
     param_dtype: str = "float32"
     attention_impl: str | None = None
     conv_impl: str = "auto"  # 'auto', 'native' or 'matmul_wgrad' (see layers.LayerOpts)
+    remat: bool = False  # As UNet2DConfig.remat.

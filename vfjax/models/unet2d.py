@@ -154,9 +154,10 @@ class UNet2D(nnx.Module):
             context = None if cond is None else cond.get("text")
             h = self.conv_in(x.astype(self.dtype))
             skips = [h]
+            run = _rematerialised if self.cfg.remat else _direct
             for level in self.down_blocks:
                 for j in range(len(level.resnets)):
-                    h = level.block(j, h, emb, context, rngs)
+                    h = run(level, j, h, emb, context, rngs)
                     skips.append(h)
                 if level.resample is not None:
                     h = level.apply_resample(h, emb, rngs)
@@ -168,10 +169,18 @@ class UNet2D(nnx.Module):
             h = self.mid_resnet_2(h, emb, rngs)
             for level in self.up_blocks:
                 for j in range(len(level.resnets)):
-                    h = level.block(
-                        j, jnp.concatenate([h, skips.pop()], axis=-1), emb, context, rngs
+                    h = run(
+                        level, j, jnp.concatenate([h, skips.pop()], axis=-1), emb, context, rngs
                     )
                 if level.resample is not None:
                     h = level.apply_resample(h, emb, rngs)
             h = self.conv_out(self.conv_norm_out(h, act=True))
             return h.astype(jnp.float32)
+
+
+def _direct(level, j: int, x, emb, context, rngs):
+    return level.block(j, x, emb, context, rngs)
+
+
+# The same call, its activations recomputed in the backward pass (`UNet2DConfig.remat`).
+_rematerialised = nnx.remat(_direct, static_argnums=(1,))

@@ -98,6 +98,14 @@ class VideoBlock(nnx.Module):
         return y
 
 
+def _direct(block, x, emb, context, rngs):
+    return block(x, emb, context, rngs)
+
+
+# The same call, its activations recomputed in the backward pass (`UNet3DConfig.remat`).
+_rematerialised = nnx.remat(_direct)
+
+
 def _frames_apply(fn, x: Array) -> Array:
     """Applies a per-image layer to every frame of `[B, N, H, W, C]`."""
     y = fn(einops.rearrange(x, "b n h w c -> (b n) h w c"))
@@ -213,18 +221,19 @@ class UNet3D(nnx.Module):
                 tokens = einops.rearrange(h, "b n h w c -> b n (h w) c")
                 h = self.input_attention(tokens).reshape(h.shape)
             skips = [h]
+            run = _rematerialised if self.cfg.remat else _direct
             for level, down in zip(self.down_blocks, self.downsamplers, strict=True):
                 for blk in level:
-                    h = blk(h, emb, context, rngs)
+                    h = run(blk, h, emb, context, rngs)
                     skips.append(h)
                 if down is not None:
                     h = _frames_apply(down, h)
                     skips.append(h)
-            h = self.mid_block_1(h, emb, context, rngs)
-            h = self.mid_block_2(h, emb, context, rngs)
+            h = run(self.mid_block_1, h, emb, context, rngs)
+            h = run(self.mid_block_2, h, emb, context, rngs)
             for level, upsample in zip(self.up_blocks, self.upsamplers, strict=True):
                 for blk in level:
-                    h = blk(jnp.concatenate([h, skips.pop()], axis=-1), emb, context, rngs)
+                    h = run(blk, jnp.concatenate([h, skips.pop()], axis=-1), emb, context, rngs)
                 if upsample is not None:
                     h = _frames_apply(upsample, h)
             h = _frames_apply(lambda y: self.conv_out(self.conv_norm_out(y, act=True)), h)

@@ -1,0 +1,77 @@
+"""TPU programs compiled on this CPU machine (libtpu describes the devices of a TPU slice; XLA
+compiles for them; nothing runs): the tiny config's train step and sampler on one slice and over
+two slices, and the evaluation's feature network, so a TPU-only lowering failure shows here.
+
+The backend of the suite stays the CPU (conftest: `JAX_PLATFORMS=cpu`): the topology's devices
+are compiled for and never run on, and an installed libtpu changes nothing else (measured:
+`import jax` and a first CPU op take the same 4 s with or without it).
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from tests.helpers import tiny
+from vfjax import sharding
+from vfjax.bench import tpu
+from vfjax.evaluation import features, i3d, protocols
+
+TOPOLOGY = "v5e:2x2"  # 4 chips, one device each.
+
+
+def _tiny(**fields):
+    return tiny(**{"mesh.data": 2, "mesh.fsdp": 2, **fields})
+
+
+def test_tiny_train_step_and_sampler_compile_for_a_tpu_slice():
+    out = tpu.analyse(_tiny(), TOPOLOGY, [8], slices=1)
+    assert out["devices"] == out["chips"] == 4 and out["chip"] == "TPU v5e"
+    (case,) = out["cases"]
+    train, sample = case["train"], case["sample_step"]
+    assert 0 < train["memory"]["peak_bytes"] < 1e9 and train["fits"]
+    assert train["model_flops"] > 0 and train["xla_flops_per_device"] > 0
+    assert train["bytes_accessed_per_device"] > 0
+    roof = train["roofline"]
+    assert roof["step_lower_bound_s"] >= max(roof["compute_bound_s"], roof["memory_bound_s"]) > 0
+    assert 0 < roof["mfu_ceiling"] <= 1
+    assert sample["memory"]["peak_bytes"] > 0
+    assert f"| {TOPOLOGY} (4) | 8 | no |" in tpu.table([{"config": "tiny", **out}])
+
+
+def test_tiny_train_step_compiles_over_two_slices():
+    """Two slices (8 devices): `data` spans the slices, fsdp stays inside one."""
+    devices = tpu.topology_devices(TOPOLOGY, slices=2)
+    assert len(devices) == 8 and {d.slice_index for d in devices} == {0, 1}
+    config = _tiny(**{"mesh.data": 4, "mesh.fsdp": 2})
+    mesh = sharding.make_mesh(config.mesh, devices)
+    for row in mesh.devices:  # Each fsdp group lies inside one slice.
+        assert len({d.slice_index for d in row}) == 1
+    train = tpu.compile_train(config, devices, 8)
+    assert train["memory"]["peak_bytes"] > 0 and train["model_flops"] > 0
+    with pytest.raises(ValueError, match="does not split over the 2 slices"):
+        sharding.make_mesh(_tiny(**{"mesh.data": 1, "mesh.fsdp": 8}).mesh, devices)
+
+
+def test_feature_network_compiles_for_a_tpu_slice():
+    """I3D with the `cpu` protocol's resize, on 16x16 9-frame videos split over the slice."""
+    protocol = protocols.get_protocol("cpu")
+    network = i3d.with_preprocess(i3d.load_i3d(), protocol.resize_method)
+    mesh = sharding.make_mesh(None, tpu.topology_devices(TOPOLOGY))
+    compiled = features.lower(network, mesh, (4, 9, 16, 16, 3)).compile()
+    assert compiled.memory_analysis().temp_size_in_bytes > 0
+    out_shapes = jax.tree.leaves(compiled.out_info)
+    assert out_shapes[0].shape == (4, 400)
+
+
+def test_topology_names_and_the_largest_batch():
+    with pytest.raises(ValueError, match="Unknown TPU topology 'v9:2x2'"):
+        tpu.chip_of("v9:2x2")
+    chip = tpu.CHIPS["v5e"]
+    gb = 1e9
+    small = {"batch": 8, "memory": {"peak_bytes": 2 * gb}}
+    large = {"batch": 16, "memory": {"peak_bytes": 3 * gb}}
+    # 1 GB fixed + 0.125 GB per video on each of 4 devices of 16 GiB.
+    expected = int((0.9 * 16 * 2**30 - 1 * gb) / (0.125 * gb)) // 4 * 4
+    assert tpu.largest_batch(small, large, chip, 4, 4) == expected
+    assert tpu.largest_batch(small, {**large, "memory": small["memory"]}, chip, 4, 4) is None
+    assert np.isclose(tpu.CHIPS["v6e"].peak_flops, 918e12)

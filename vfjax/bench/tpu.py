@@ -1,0 +1,286 @@
+"""TPU programs compiled on any host, no TPU needed: a config's train step and sampler for a named
+TPU topology, with the mesh and shardings the run would use there.
+
+    python -m vfjax.bench tpu --config=configs/ucf101_64.py --topology=v5e:4x4 --batches=64,128
+    python -m vfjax.bench tpu --config=configs/ucf101_64.py --topology=v5p:2x2x1 --slices=2
+    python -m vfjax.bench tpu --config=configs/ucf101_64.py --topology=v5e:2x2 --remat=both
+
+With `libtpu` installed (`pip install "jax[tpu]==<jax's version>"`), JAX describes the devices of
+any TPU slice (`jax.experimental.topologies`) on a CPU-only host and XLA compiles for them
+ahead of time, as maxtext's `train_compile.py` does before any TPU is reserved. Nothing runs:
+the figures are what the TPU compiler says (per device: `memory_analysis()`, and XLA's TPU cost
+model through `cost_analysis()`: FLOPs and bytes accessed) and what follows from the chips'
+datasheets (`CHIPS`): the step-time lower bound of the roofline (the larger of the FLOPs at the
+chip's peak and the bytes at its memory bandwidth), the MFU ceiling it implies, and the chip-hours
+of the config's `total_steps`. The largest per-chip batch that fits comes from two compiles
+(device memory is a fixed part plus a part per video), with and without rematerialisation
+(`model.*.remat`).
+
+The backend stays the CPU (`JAX_PLATFORMS=cpu`): the topology's devices are used for compiling
+only, so nothing else in the process (or in a test suite around it) runs on or waits for a TPU.
+"""
+
+import dataclasses
+import math
+import time
+
+import jax
+import numpy as np
+
+from vfjax import flops as flops_lib
+from vfjax import run_setup, steps
+from vfjax.bench import compiled as compiled_lib
+from vfjax.bench import measure
+
+GB = 1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    """One TPU chip's datasheet figures (Google Cloud TPU documentation, "System architecture":
+    dense bf16 peak, HBM capacity and bandwidth)."""
+
+    name: str
+    peak_flops: float  # bf16, per chip
+    hbm_bytes: float
+    hbm_bandwidth: float  # bytes/s
+
+
+CHIPS = {
+    "v4": Chip("TPU v4", 275e12, 32 * 2**30, 1.2e12),
+    "v5e": Chip("TPU v5e", 197e12, 16 * 2**30, 819e9),
+    "v5p": Chip("TPU v5p", 459e12, 95 * 2**30, 2.765e12),
+    "v6e": Chip("TPU v6e (Trillium)", 918e12, 32 * 2**30, 1.64e12),
+}
+# Headroom for what the compiled program's memory analysis does not hold (the runtime, input
+# buffers in flight, fragmentation).
+USABLE_FRACTION = 0.9
+
+
+def chip_of(topology: str) -> Chip:
+    """The chip of a topology name `GEN:AxB[xC]` (e.g. `v5e:4x4`, `v5p:2x2x1`)."""
+    generation = topology.split(":")[0]
+    if generation not in CHIPS or ":" not in topology:
+        raise ValueError(
+            f"Unknown TPU topology {topology!r}; name one as GENERATION:AxB[xC] with the "
+            f"generation one of {sorted(CHIPS)} (e.g. v5e:4x4, v5p:2x2x1)."
+        )
+    return CHIPS[generation]
+
+
+def topology_devices(topology: str, slices: int = 1) -> list:
+    """The devices of `slices` slices of `topology`, for compiling (no TPU needed)."""
+    chip_of(topology)
+    from jax.experimental import topologies
+
+    try:
+        desc = topologies.get_topology_desc(
+            platform="tpu", topology_name=topology, num_slices=slices
+        )
+    except Exception as e:  # libtpu missing, or a topology it does not know: one line.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"Cannot describe TPU topology {topology!r} x{slices}: {first} (is libtpu "
+            "installed? pip install 'jax[tpu]' at this jax version)"
+        ) from e
+    return list(desc.devices)
+
+
+def chips_in(devices) -> int:
+    """Chips among the devices: TPU v4 shows each of a chip's two cores as a device."""
+    coords = {(getattr(d, "slice_index", 0), *tuple(d.coords)[:3]) for d in devices}
+    return len(coords)
+
+
+def _spec(config, batch: int) -> dict:
+    n, r, c = config.data.num_frames, config.data.resolution, config.data.channels
+    spec = {
+        "video": jax.ShapeDtypeStruct((batch, n, r, r, c), np.uint8),
+        "label": jax.ShapeDtypeStruct((batch,), np.int32),
+    }
+    if config.data.cond == "text":
+        spec["text_emb"] = jax.ShapeDtypeStruct((batch, 1, config.model.text_dim), np.float32)
+    return spec
+
+
+def _cost(compiled) -> dict:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else (cost or {})
+    out = {
+        "xla_flops_per_device": float(cost.get("flops", math.nan)),
+        "bytes_accessed_per_device": float(cost.get("bytes accessed", math.nan)),
+    }
+    # XLA's own estimate of the best possible time; negative where its model does not cover an
+    # operation of the program (then only the roofline below is given).
+    optimal = cost.get("optimal_seconds")
+    out["xla_optimal_s"] = float(optimal) if optimal is not None and optimal > 0 else None
+    return out
+
+
+def _setup(config, devices, batch: int, remat: bool):
+    config = config.copy_and_resolve_references()
+    config.batch_size = batch
+    config.model.conv_impl = "native"
+    config.model.base.remat = config.model.residual.remat = remat
+    config.sampling.num_steps = 1  # One evaluation per call: the loop's body.
+    return run_setup.setup_run(config, None, with_data=False, devices=devices)
+
+
+def compile_train(config, devices, batch: int, remat: bool = False) -> dict:
+    """The train step of `config` at global `batch`, compiled for `devices`: per-device memory,
+    XLA's TPU cost analysis, model FLOPs, compile seconds."""
+    config, setup = _setup(config, devices, batch, remat)
+    spec = _spec(config, batch)
+    t0 = time.perf_counter()
+    compiled = steps.compile_train_step(setup, config, spec)
+    seconds = time.perf_counter() - t0
+    step_fn = _step_fn(setup, config)
+    return {
+        "batch": batch,
+        "remat": remat,
+        "compile_s": round(seconds, 1),
+        "memory": compiled_lib.memory(compiled),
+        "model_flops": flops_lib.model_flops(step_fn, setup.abstract_state, spec),
+        **_cost(compiled),
+    }
+
+
+def _step_fn(setup, config):
+    def step(state, batch):
+        return steps.train_step(state, batch, setup=setup, config=config)
+
+    return step
+
+
+def compile_sampler(config, devices, batch: int) -> dict:
+    """One sampling step (the sampler's loop body: both networks once) at `batch` videos."""
+    config, setup = _setup(config, devices, batch, False)
+    sampler = steps.make_sampler(config, setup, batch)
+    args = (
+        setup.abstract_state.ema,
+        jax.random.key(0),
+        jax.random.key(1),
+        measure.sample_cond(config, batch),
+        None,
+    )
+    t0 = time.perf_counter()
+    compiled = sampler.lower(*args).compile()
+    return {
+        "batch": batch,
+        "compile_s": round(time.perf_counter() - t0, 1),
+        "memory": compiled_lib.memory(compiled),
+        **_cost(compiled),
+    }
+
+
+def roofline(train: dict, chip: Chip, devices: int, chips: int) -> dict:
+    """The step-time lower bound (FLOPs at peak, or bytes at the memory bandwidth, per device)
+    and the MFU ceiling it implies for the model FLOPs."""
+    per_device_peak = chip.peak_flops * chips / devices
+    per_device_bandwidth = chip.hbm_bandwidth * chips / devices
+    compute = train["xla_flops_per_device"] / per_device_peak
+    memory = train["bytes_accessed_per_device"] / per_device_bandwidth
+    bound = max(compute, memory)
+    if train.get("xla_optimal_s"):
+        bound = max(bound, train["xla_optimal_s"])
+    return {
+        "compute_bound_s": compute,
+        "memory_bound_s": memory,
+        "step_lower_bound_s": bound,
+        "bound_by": "memory" if memory > compute else "compute",
+        "mfu_ceiling": train["model_flops"] / (chips * chip.peak_flops * bound),
+    }
+
+
+def largest_batch(small: dict, large: dict, chip: Chip, devices: int, chips: int) -> int | None:
+    """The largest global batch (a multiple of the device count) whose per-device memory fits
+    `USABLE_FRACTION` of the chip's HBM, from two compiles: memory = fixed + per video x batch.
+    None when memory did not grow between the two batches (too small to tell: compile larger)."""
+    hbm_per_device = chip.hbm_bytes * chips / devices
+    (b0, m0), (b1, m1) = [(r["batch"], r["memory"]["peak_bytes"]) for r in (small, large)]
+    if b1 <= b0 or m1 <= m0:
+        return None
+    per_video = (m1 - m0) / (b1 - b0)
+    room = USABLE_FRACTION * hbm_per_device - (m0 - per_video * b0)
+    return max(int(room / per_video) // devices * devices, 0)
+
+
+def analyse(
+    config,
+    topology: str,
+    batches: list[int],
+    slices: int = 1,
+    remat: str = "off",
+    sample: bool = True,
+) -> dict:
+    """Everything above for one config on `slices` slices of `topology`: per batch the train
+    step (and with `remat='both'` or 'on' its rematerialised form) and one sampling step, the
+    roofline, the chip-hours of `total_steps`, and the largest batch that fits."""
+    chip = chip_of(topology)
+    devices = topology_devices(topology, slices)
+    chips = chips_in(devices)
+    result = {
+        "topology": topology,
+        "slices": slices,
+        "chip": chip.name,
+        "devices": len(devices),
+        "chips": chips,
+        "hbm_gb_per_chip": chip.hbm_bytes / GB,
+        "total_steps": int(config.total_steps),
+        "cases": [],
+    }
+    modes = {"off": [False], "on": [True], "both": [False, True]}[remat]
+    for use_remat in modes:
+        rows = []
+        for batch in batches:
+            row = {"train": compile_train(config, devices, batch, use_remat)}
+            row["train"]["roofline"] = roofline(row["train"], chip, len(devices), chips)
+            bound = row["train"]["roofline"]["step_lower_bound_s"]
+            row["train"]["chip_hours"] = bound * config.total_steps * chips / 3600
+            peak = row["train"]["memory"]["peak_bytes"]
+            row["train"]["fits"] = peak <= USABLE_FRACTION * chip.hbm_bytes * chips / len(devices)
+            if sample and not use_remat:
+                row["sample_step"] = compile_sampler(config, devices, batch)
+            rows.append(row)
+        if len(rows) >= 2:
+            fit = largest_batch(rows[0]["train"], rows[-1]["train"], chip, len(devices), chips)
+            result[f"largest_batch{'_remat' if use_remat else ''}"] = fit
+        result["cases"] += rows
+    return result
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: one row per config, topology, batch and remat (GB = 1e9 bytes, per device)."""
+    lines = [
+        "| config | topology (chips) | batch | remat | train GB per device (HBM) | fits | "
+        "model TFLOP | lower bound ms (by) | MFU ceiling | chip-hours of total_steps | "
+        "sampling-step GB | largest batch (remat) | compile s: train + sampling |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['config']} | {r['topology']} | {r['error']} |" + " |" * 10)
+            continue
+        hbm = r["hbm_gb_per_chip"] * r["chips"] / r["devices"]
+        topology = r["topology"] + (f" x{r['slices']}" if r["slices"] > 1 else "")
+        largest = f"{r.get('largest_batch') or '?'} ({r.get('largest_batch_remat') or '-'})"
+        for case in r["cases"]:
+            t, s = case["train"], case.get("sample_step")
+            roof = t["roofline"]
+            cells = [
+                r["config"],
+                f"{topology} ({r['chips']})",
+                str(t["batch"]),
+                "yes" if t["remat"] else "no",
+                f"{t['memory']['peak_bytes'] / GB:.2f} ({hbm:.1f})",
+                "yes" if t["fits"] else "no",
+                f"{t['model_flops'] / 1e12:.2f}",
+                f"{roof['step_lower_bound_s'] * 1e3:.1f} ({roof['bound_by']})",
+                f"{roof['mfu_ceiling']:.0%}",
+                f"{t['chip_hours']:.0f}",
+                f"{s['memory']['peak_bytes'] / GB:.2f}" if s else "-",
+                largest,
+                f"{t['compile_s']:.0f} + {s['compile_s']:.0f}" if s else f"{t['compile_s']:.0f}",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
