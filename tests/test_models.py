@@ -147,6 +147,7 @@ _FRAME_PATHS = {
     "none": {},
     "temporal_conv": {"temporal_conv_layers": 2},
     "temporal_attention": {"temporal_attn_resolutions": (8,)},
+    "spacetime_attention": {"spacetime_attn_resolutions": (8,)},
     "mid_attention": {"mid_attention": True},
     "input_attention": {"temporal_input_attention": True},
     "frame_embedding": {"frame_embedding": True},

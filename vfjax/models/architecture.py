@@ -58,6 +58,10 @@ class UNet3DConfig:
     num_res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (16, 8)  # spatial attention
     temporal_attn_resolutions: tuple[int, ...] = (64, 32, 16, 8)
+    # Joint space-time attention (every position of every frame attends to all of them: content
+    # can move between frames) in place of temporal attention at these resolutions (and in the
+    # middle block when its resolution is listed).
+    spacetime_attn_resolutions: tuple[int, ...] = ()
     mid_attention: bool = True
     attn_type: str = "block"  # 'block' (ADM-style) or 'transformer' (diffusers-style, with FF)
     temporal_input_attention: bool = False  # a temporal transformer right after conv_in

@@ -52,9 +52,10 @@ class TemporalConv(nnx.Module):
 
 
 class VideoBlock(nnx.Module):
-    """Residual block, temporal convolution, spatial attention, temporal attention."""
+    """Residual block, temporal convolution, spatial attention, temporal attention (over the
+    frames at each position, or with `spacetime` over all positions of all frames)."""
 
-    def __init__(self, cfg, in_ch, out_ch, emb_dim, spatial, temporal, opts, rngs):
+    def __init__(self, cfg, in_ch, out_ch, emb_dim, spatial, temporal, opts, rngs, spacetime=False):
         self.resnet = blocks.ResBlock.from_config(cfg, in_ch, out_ch, emb_dim, opts, rngs)
         self.temporal_conv = (
             TemporalConv(out_ch, cfg.temporal_conv_layers, cfg.dropout, opts, rngs)
@@ -75,11 +76,12 @@ class VideoBlock(nnx.Module):
             if spatial
             else None
         )
+        self.spacetime = spacetime
         self.temporal_attention = (
             attention.attention_block(
                 cfg.attn_type, out_ch, head_dim, opts, rngs, double_self=True, zero_init=True
             )
-            if temporal
+            if temporal or spacetime
             else None
         )
 
@@ -93,8 +95,8 @@ class VideoBlock(nnx.Module):
             tokens = einops.rearrange(y, "b n h w c -> (b n) (h w) 1 c")
             y = self.spatial_attention(tokens, ctx).reshape(y.shape)
         if self.temporal_attention is not None:
-            tokens = einops.rearrange(y, "b n h w c -> b n (h w) c")
-            y = self.temporal_attention(tokens).reshape(y.shape)
+            pattern = "b n h w c -> b (n h w) 1 c" if self.spacetime else "b n h w c -> b n (h w) c"
+            y = self.temporal_attention(einops.rearrange(y, pattern)).reshape(y.shape)
         return y
 
 
@@ -151,6 +153,7 @@ class UNet3D(nnx.Module):
                 res in cfg.temporal_attn_resolutions,
                 opts,
                 rngs,
+                spacetime=res in cfg.spacetime_attn_resolutions,
             )
 
         skips = [chs[0]]
@@ -172,7 +175,11 @@ class UNet3D(nnx.Module):
         self.downsamplers = nnx.List(downsamplers)
 
         # Middle: resnet, temporal conv, spatial and temporal attention; resnet, temporal conv.
-        mid = VideoBlock(cfg, ch, ch, emb_dim, cfg.mid_attention, cfg.mid_attention, opts, rngs)
+        mid_res = cfg.image_size // 2 ** (len(chs) - 1)
+        mid_spacetime = cfg.mid_attention and mid_res in cfg.spacetime_attn_resolutions
+        mid = VideoBlock(
+            cfg, ch, ch, emb_dim, cfg.mid_attention, cfg.mid_attention, opts, rngs, mid_spacetime
+        )
         self.mid_block_1 = mid
         self.mid_block_2 = VideoBlock(cfg, ch, ch, emb_dim, False, False, opts, rngs)
 
