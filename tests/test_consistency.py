@@ -116,3 +116,35 @@ def test_long_video_measures_on_constructed_videos():
     report = consistency.long_video_report(ramp, 2 * ramp, [4, 8], 4)
     assert report["content_consistency"] == pytest.approx(2.0, rel=1e-4)
     assert report["repeated_frames"] == 0 and report["clip_starts"] == [4, 8]
+
+
+def test_appearance_change_sees_size_and_brightness_not_position():
+    """Sorted pixel values: a square moving across the frame keeps them; the same square growing
+    or dimming does not. Real 64-frame synthetic videos change by about 0.01."""
+    frames = np.full((1, 16, 12, 12, 1), -1.0, np.float32)
+    grown, dimmed = frames.copy(), frames.copy()
+    for i in range(16):
+        x = i % 8
+        frames[0, i, 4:7, x : x + 3] = 1.0
+        grown[0, i, 4 : 7 + i // 8, x : x + 3] = 1.0
+        dimmed[0, i, 4:7, x : x + 3] = 1.0 - 0.5 * (i // 8)
+    assert consistency.appearance_change(frames, 4) == 0.0
+    # Pairs 4 or more apart that straddle frame 8: the grown square has 3 more lit pixels.
+    assert consistency.appearance_change(grown, 4) > 0.01
+    assert consistency.appearance_change(dimmed, 4) > 0.01
+    with pytest.raises(ValueError, match="no frames 20 apart"):
+        consistency.appearance_change(frames, 20)
+
+
+def test_looped_clips_counts_windows_that_repeat_an_earlier_one():
+    """The paper's recipe loops (every clip a near-copy of the first): each later clip counts;
+    an object that keeps moving does not, nor does a video made of different clips."""
+    rng = np.random.default_rng(0)
+    clip = rng.uniform(-1, 1, (2, 4, 6, 6, 1)).astype(np.float32)
+    looped = np.concatenate([clip + rng.normal(0, 1e-3, clip.shape) for _ in range(4)], axis=1)
+    assert consistency.looped_clips(looped, 4) == 2 * 3
+    different = rng.uniform(-1, 1, (2, 16, 6, 6, 1)).astype(np.float32)
+    assert consistency.looped_clips(different, 4) == 0
+    report = consistency.long_video_report(looped, different, [4, 8, 12], 4, real=different)
+    assert report["looped_clips"] == 6 and report["real_looped_clips"] == 0
+    assert report["real_appearance_change"] > report["appearance_change"]

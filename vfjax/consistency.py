@@ -171,25 +171,70 @@ def far_frame_distance(videos: np.ndarray, clip_frames: int) -> float:
     return float(np.mean([np.abs(v[:, i] - v[:, j]).mean() for i, j in pairs]))
 
 
+def appearance_change(videos: np.ndarray, clip_frames: int) -> float:
+    """Mean absolute difference between the sorted pixel values of frames at least a clip apart:
+    how much what a frame holds changes over the video, wherever it is in the frame (moving an
+    object leaves its sorted values as they were; growing, dimming or reshaping it does not)."""
+    v = np.asarray(videos, np.float32)
+    b, n = v.shape[:2]
+    ordered = np.sort(v.reshape(b, n, -1), axis=-1)  # [B, N, pixels]
+    pairs = [(i, j) for i in range(n) for j in range(i + clip_frames, n)]
+    if not pairs:
+        raise ValueError(f"videos of {n} frames have no frames {clip_frames} apart")
+    return float(np.mean([np.abs(ordered[:, i] - ordered[:, j]).mean() for i, j in pairs]))
+
+
+def looped_clips(videos: np.ndarray, clip_frames: int, fraction: float = 0.25) -> int:
+    """Windows of `clip_frames` frames (one per clip length, over all videos) that nearly repeat
+    an earlier window of their video that they do not overlap: a mean absolute difference under
+    `fraction` of the video's mean change between adjacent frames. A video that loops through
+    the same clip (the paper's recipe, its key frames one image) has many; a moving object whose
+    path does not retrace itself, none."""
+    v = np.asarray(videos, np.float32)
+    n = v.shape[1]
+    count = 0
+    for video in v:
+        step = max(float(np.abs(np.diff(video, axis=0)).mean()), 1e-6)
+        for start in range(clip_frames, n - clip_frames + 1, clip_frames):
+            window = video[start : start + clip_frames]
+            earlier = [
+                np.abs(window - video[t : t + clip_frames]).mean()
+                for t in range(0, start - clip_frames + 1)
+            ]
+            count += bool(earlier and min(earlier) < fraction * step)
+    return count
+
+
 def long_video_report(
-    videos: np.ndarray, independent: np.ndarray, starts: list[int], clip_frames: int
+    videos: np.ndarray,
+    independent: np.ndarray,
+    starts: list[int],
+    clip_frames: int,
+    real: np.ndarray | None = None,
 ) -> dict:
-    """The measures written beside a long video: how its clips join, whether frames repeat, and
-    how alike its content stays, against as many clips drawn with independent base noises
-    (`content_consistency` > 1: more alike than independent clips)."""
+    """The measures written beside a long video: how its clips join, whether frames or clips
+    repeat, how alike its content stays against as many clips drawn with independent base noises
+    (`content_consistency` > 1: more alike than independent clips), and how much its appearance
+    changes (`appearance_change`; `real`: real videos of the same length, measured alike)."""
     stats = video_stats(videos)
     far, far_independent = (
         far_frame_distance(videos, clip_frames),
         far_frame_distance(independent, clip_frames),
     )
-    return {
+    out = {
         "num_videos": int(np.asarray(videos).shape[0]),
         "num_frames": int(np.asarray(videos).shape[1]),
         "clip_starts": [int(s) for s in starts],
         "boundary_to_within_ratio": round(boundary_ratio(stats, starts), 4),
         "repeated_frames": repeated_frames(videos),
+        "looped_clips": looped_clips(videos, clip_frames),
         "far_frame_distance": round(far, 5),
         "independent_far_frame_distance": round(far_independent, 5),
         "content_consistency": round(far_independent / max(far, 1e-12), 4),
+        "appearance_change": round(appearance_change(videos, clip_frames), 5),
         "adjacent_frame_difference": _rounded(adjacent_differences(stats)),
     }
+    if real is not None:
+        out["real_appearance_change"] = round(appearance_change(real, clip_frames), 5)
+        out["real_looped_clips"] = looped_clips(real, clip_frames)
+    return out

@@ -76,11 +76,15 @@ def sample(config, workdir: str) -> dict:
         result["paths"] = samples.write_samples(stem, videos, fps=config.sampling.fps)
         fileio.save_npy(f"{stem}.npy", videos.astype(np.float16))
         if long:
+            real = None
+            if synthetic_law.applies(config.data):  # Real videos of the same length.
+                real = synthetic_law.real_clips(config.data, len(videos), total)
             result["long_video"] = consistency.long_video_report(
                 videos,
                 np.concatenate(independent)[: len(videos)],
                 long_video.clip_starts(config, total),
                 clip,
+                real,
             )
         result["consistency"] = frame_consistency(config, videos)
         if synthetic_law.applies(config.data):
