@@ -52,8 +52,36 @@ _LONGEST_FIRST = (
 )
 
 
+# The slow tier: whole modules (they train, launch processes or compile for a TPU) and single
+# tests of other modules that take over ~10 s here. `-m "not slow"` leaves them out (README).
+_SLOW_MODULES = {
+    "test_multiprocess",
+    "test_tpu",
+    "test_train",
+    "test_conditioning",
+    "test_evaluate",
+    "test_bench",
+    "test_bench_suite",
+    "test_long_video",
+    "test_convert",
+    "test_study",
+}
+_SLOW_TESTS = {
+    "test_learns_one_tiny_video",
+    "test_frames_meet_only_in_the_temporal_layers",
+    "test_stop_gradient_rule",
+    "test_matches_an_independent_implementation_on_random_videos",
+    "test_key_frame_drawn_first_is_not_moved_by_reconstruction_guidance",
+    "test_real_clips_obey_the_law_and_their_shape_kind_is_found",
+    "test_bf16_compute_runs_in_bf16",
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        if module in _SLOW_MODULES or item.originalname in _SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
         if not any(mark.name == "xdist_group" for mark in item.iter_markers()):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
