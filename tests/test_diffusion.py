@@ -24,6 +24,14 @@ def test_schedules_are_float32_and_decreasing():
         schedules.make_schedule("quadratic")
 
 
+def test_logsnr_shift_moves_every_level_by_the_same_amount():
+    base = schedules.make_schedule("linear", 1000).astype(np.float64)
+    shifted = schedules.make_schedule("linear", 1000, 2.0).astype(np.float64)
+    logit = lambda a: np.log(a) - np.log1p(-a)  # noqa: E731
+    np.testing.assert_allclose(logit(shifted) - logit(base), 2.0, atol=2e-3)
+    assert np.all(np.diff(shifted) < 0) and np.all(shifted > base)
+
+
 def test_frame_lambdas():
     lam = decomposed.frame_lambdas(N, 0.5)
     np.testing.assert_allclose(lam, [0.5, 0.5, 1.0, 0.5, 0.5])

@@ -83,6 +83,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.diffusion = ml_collections.ConfigDict()
     c.diffusion.schedule = "linear"
+    # Added to every noise level's log signal-to-noise ratio (> 0: less noise; schedules.py).
+    c.diffusion.logsnr_shift = 0.0
     c.diffusion.num_timesteps = 1000
     # Base share of the non-key frames: a scalar, or one value per frame (the paper's lambda^i;
     # `--config.diffusion.lam="(0.5,0.6,...)"`; the key frame's is 1 whatever is given). Typed

@@ -29,6 +29,7 @@ def diffusion_from_config(config) -> Diffusion:
         config.diffusion.get("key_input", "latent"),
         config.diffusion.get("prediction", "eps"),
         config.diffusion.get("min_snr_gamma", 0.0),
+        config.diffusion.get("logsnr_shift", 0.0),
     )
 
 

@@ -40,6 +40,7 @@ class Diffusion:
         key_input: str = "latent",
         prediction: str = "eps",
         min_snr_gamma: float = 0.0,
+        logsnr_shift: float = 0.0,
     ) -> "Diffusion":
         """VideoFusion shares (`lam`, key frame 1) or, for `kind='vdm'`, the baseline's zeros."""
         k = decomposed.key_frame_index(num_frames, key_frame)
@@ -58,7 +59,7 @@ class Diffusion:
         if not min_snr_gamma >= 0:
             raise ValueError(f"min_snr_gamma must be >= 0 (0: off), got {min_snr_gamma}.")
         return cls(
-            schedules.make_schedule(schedule, num_timesteps),
+            schedules.make_schedule(schedule, num_timesteps, logsnr_shift),
             np.asarray(lambdas),
             k,
             key_input,

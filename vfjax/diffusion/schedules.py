@@ -29,11 +29,15 @@ def cosine_betas(num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.99
     return np.asarray(betas, dtype=np.float64)
 
 
-def make_schedule(name: str = "linear", num_steps: int = 1000) -> np.ndarray:
+def make_schedule(name: str = "linear", num_steps: int = 1000, shift: float = 0.0) -> np.ndarray:
     """Returns alpha-bar `[T]` in float32 for schedule `name` with `num_steps` steps.
 
     Index `t` (0-based) is the noise level after `t + 1` forward steps, so `abar[0]` is close to 1
-    and `abar[T - 1]` close to 0.
+    and `abar[T - 1]` close to 0. `shift` moves every level's log signal-to-noise ratio,
+    `log(abar / (1 - abar))`, by that much (> 0: less noise at every step): what scaling the
+    data by `exp(shift / 2)` would do (Chen 2023, "On the importance of noise scheduling for
+    diffusion models"; Hoogeboom et al. 2023, "simple diffusion"), for data whose content is
+    small against the noise (low resolution, a small object on a flat background).
     """
     if num_steps < 1:
         raise ValueError(f"diffusion.num_timesteps must be >= 1, got {num_steps}.")
@@ -43,4 +47,8 @@ def make_schedule(name: str = "linear", num_steps: int = 1000) -> np.ndarray:
         betas = cosine_betas(num_steps)
     else:
         raise ValueError(f"Unknown noise schedule {name!r}; choose one of {SCHEDULES}.")
-    return np.cumprod(1.0 - betas).astype(np.float32)
+    abar = np.cumprod(1.0 - betas)
+    if shift:
+        logsnr = np.log(abar) - np.log1p(-abar)
+        abar = 1.0 / (1.0 + np.exp(-(logsnr + shift)))
+    return abar.astype(np.float32)
