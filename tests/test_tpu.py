@@ -7,11 +7,15 @@ are compiled for and never run on, and an installed libtpu changes nothing else 
 `import jax` and a first CPU op take the same 4 s with or without it).
 """
 
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
 
-from tests.helpers import tiny
+from tests.helpers import ROOT, tiny
 from vfjax import sharding
 from vfjax.bench import tpu
 from vfjax.evaluation import features, i3d, protocols
@@ -75,3 +79,16 @@ def test_topology_names_and_the_largest_batch():
     assert tpu.largest_batch(small, large, chip, 4, 4) == expected
     assert tpu.largest_batch(small, {**large, "memory": small["memory"]}, chip, 4, 4) is None
     assert np.isclose(tpu.CHIPS["v6e"].peak_flops, 918e12)
+
+
+def test_two_processes_describe_topologies_at_once():
+    """libtpu's machine-wide lock file: while this process holds a topology, another process
+    (a second test worker, a sweep's other job) still gets one (CI failed on this once)."""
+    held = tpu.topology_devices(TOPOLOGY)
+    env = {k: v for k, v in os.environ.items() if k != "ALLOW_MULTIPLE_LIBTPU_LOAD"}
+    code = "from vfjax.bench import tpu; print(len(tpu.topology_devices('v5e:2x2', slices=2)))"
+    child = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip().splitlines()[-1] == "8" and len(held) == 4

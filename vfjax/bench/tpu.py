@@ -22,6 +22,7 @@ only, so nothing else in the process (or in a test suite around it) runs on or w
 
 import dataclasses
 import math
+import os
 import time
 
 import jax
@@ -71,6 +72,10 @@ def chip_of(topology: str) -> Chip:
 def topology_devices(topology: str, slices: int = 1) -> list:
     """The devices of `slices` slices of `topology`, for compiling (no TPU needed)."""
     chip_of(topology)
+    # libtpu takes a machine-wide lock file when it loads, as if it were to run on the chips;
+    # compiling needs no chips, and without this a second process that compiles (a test worker,
+    # a sweep's other job) fails while the first one lives.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
 
     try:
