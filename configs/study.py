@@ -1,10 +1,10 @@
 """The paper's five questions at the embedded default's scale: one sweep that trains, evaluates
-with FVD and writes the report (docs/miniature/report.md).
+with FVD and writes the report (runs/study/results/report.md).
 
     python launch/sweep.py --config=configs/study.py --workdir=runs/study --evaluate \
-        --results=docs/miniature --jobs=2 --report
+        --results=runs/study/results --jobs=2 --report
 
-Run it again to resume: a run whose result JSON is in docs/miniature is done. `tiny` (after the
+Run it again to resume: a run whose result JSON is in runs/study/results is done. `tiny` (after the
 colon) is the same pipeline at a toy size (two arms, one seed, a few steps, 8 clips a side), for
 the tests. Every arm is the embedded default (configs/default.py, the synthetic moving shapes)
 with one thing changed, trained for `STEPS` steps (the default's recipe at a shorter length, so
@@ -230,7 +230,7 @@ def get_study(arg=None) -> dict:
         "commands": [
             "python launch/sweep.py --config=configs/study.py"
             + (":tiny" if tiny else "")
-            + " --workdir=runs/study --evaluate --results=docs/miniature --jobs=2 --report",
+            + " --workdir=runs/study --evaluate --results=runs/study/results --jobs=2 --report",
         ],
     }
 

@@ -6,7 +6,7 @@
         --launcher=slurm            # one sbatch job per run (launch/gpu_slurm.sh)
     python launch/sweep.py --config=configs/ablation_lambda.py --workdir=runs/ablation --summary
     python launch/sweep.py --config=configs/study.py --workdir=runs/study \
-        --evaluate --results=docs/miniature --jobs=2 --report   # a whole study (study.py)
+        --evaluate --results=runs/study/results --jobs=2 --report   # a whole study (study.py)
 
 `--config` takes `path[:arg]` like vfjax.main; arguments after `--` go to every run
 (`-- --config.total_steps=200`). Runs go one after another locally (`--launcher=local`; with
