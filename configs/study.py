@@ -38,8 +38,9 @@ from vfjax import experiments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# The study's training length and what each arm's equal-time variant becomes (measured on this
-# 2-core CPU: PERFORMANCE.md, "The study's runs").
+# The study's training length and what each arm's equal-time variant becomes. Not yet measured:
+# provisional values until the default learns the data (issue 28) and its arms' step times on
+# this 2-core CPU are timed; the report prints each run's wall time beside them.
 STEPS = 600
 VDM_TIME_STEPS = 600
 PRETRAIN_STEPS = 200
