@@ -4,6 +4,7 @@ conditioning with classifier-free guidance, and long videos from a fixed base no
 import json
 import os
 
+import imageio.v3 as iio
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,8 +13,8 @@ import pytest
 from tests.helpers import CLASS_FIELDS as CLASS
 from tests.helpers import tiny
 from vfjax import data as data_lib
-from vfjax import sample, steps, train
-from vfjax.data import fake_data, text
+from vfjax import sample, samples, steps, train
+from vfjax.data import fake_data, synthetic_law, text
 from vfjax.diffusion import sampling
 from vfjax.models import init
 from vfjax.models import videofusion as vf
@@ -108,7 +109,16 @@ def test_class_and_guidance_scale_change_the_sampled_videos(trained):
         fields = {"sampling.label": label, "sampling.guidance_scale": scale}
         out = sample.sample(tiny(**CLASS, **fields), trained)
         assert f"_w{scale:g}_" in out["paths"][0] and f"_label{label}" in out["paths"][0]
-        return np.load(out["paths"][0][: -len(".gif")] + ".npy").astype(np.float32)
+        generated = np.load(out["paths"][0][: -len(".gif")] + ".npy").astype(np.float32)
+        # The synthetic set: filmstrips of the videos beside as many real clips, one row each.
+        png, strips = iio.imread(out["paths"][-1]), samples.filmstrips(generated)
+        assert out["paths"][-1].endswith("_beside_real.png")
+        assert png.shape == samples.side_by_side(strips, strips).shape
+        # The .npy holds float16 values: a pixel may round one level apart.
+        assert np.abs(png[:, : strips.shape[1]].astype(int) - strips).max() <= 1
+        real = synthetic_law.real_clips(tiny(**CLASS).data, len(generated), generated.shape[1])
+        np.testing.assert_array_equal(png[:, -strips.shape[1] :], samples.filmstrips(real))
+        return generated
 
     guided0, guided1, plain0 = videos(0, 3.0), videos(1, 3.0), videos(0, 1.0)
     between_classes = np.abs(guided0 - guided1).mean()

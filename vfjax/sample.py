@@ -2,9 +2,10 @@
 
 Beside the videos (`samples/sample_*.gif|mp4|npy`), a JSON holds their frame-consistency
 measures against as many real clips (on the synthetic set also the share of videos that obey its
-law, `data_law`); with `sampling.num_frames` larger than the clip length, the
-videos are long videos (`vfjax.long_video`) and the JSON also holds how their clips join, whether
-frames repeat, and how alike their content stays.
+law, `data_law`, and `*_beside_real.png` shows the first 16 beside 16 real clips); with
+`sampling.num_frames` larger than the clip length, the videos are long videos
+(`vfjax.long_video`) and the JSON also holds how their clips join, whether frames repeat, and how
+alike their content stays.
 """
 
 import logging
@@ -89,6 +90,8 @@ def sample(config, workdir: str) -> dict:
         result["consistency"] = frame_consistency(config, videos)
         if synthetic_law.applies(config.data):
             result["data_law"] = data_law(config, videos)
+            if not long:  # What the law measures, to the eye: filmstrips beside real clips.
+                result["paths"].append(beside_real(config, videos, f"{stem}_beside_real.png"))
         fileio.write_json(f"{stem}.json", result)
         logging.info("Wrote %s", ", ".join(result["paths"]))
         _log_consistency(result["consistency"])
@@ -153,6 +156,15 @@ def data_law(config, videos: np.ndarray) -> dict:
         "generated": synthetic_law.report(videos, law),
         "real": synthetic_law.report(real, law),
     }
+
+
+def beside_real(config, videos: np.ndarray, path: str, count: int = 16) -> str:
+    """A PNG of the first `count` videos as filmstrips (one row each, frames left to right) on
+    the left, as many real clips of the synthetic set on the right; returns its path."""
+    shown = videos[:count]
+    real = synthetic_law.real_clips(config.data, len(shown), shown.shape[1])
+    image = samples.side_by_side(samples.filmstrips(shown), samples.filmstrips(real))
+    return samples.write_png(path, image)
 
 
 def _log_consistency(measures: dict) -> None:
