@@ -69,6 +69,7 @@ def test_recognisable_means_edges_sharper_than_a_pixel():
     soft = blurred(1.0)
     assert soft["shape"].mean() <= 0.1 and soft["obeys"].mean() <= 0.05
     assert soft["one_object"].mean() >= 0.95 and soft["track"].mean() >= 0.95  # Only the form.
+    assert soft["drawn_well"].mean() <= 0.1  # Not drawn well, whatever its kind.
 
 
 def test_a_clean_clip_passes_and_each_breakage_fails_its_criterion():
@@ -97,6 +98,10 @@ def test_a_clean_clip_passes_and_each_breakage_fails_its_criterion():
     }
     videos = np.stack([v for v, _ in cases.values()])
     scores = synthetic_law.score_clips(videos, LAW)
+    # The reshaped clip is drawn well in every frame: only its kind changes.
+    reshaped_at = list(cases).index("reshaped")
+    assert not scores["one_kind"][reshaped_at] and scores["drawn_well"][reshaped_at]
+    assert scores["one_kind"][0] and scores["drawn_well"][0]
     for i, (name, (_, broken)) in enumerate(cases.items()):
         if broken is None:
             assert scores["obeys"][i], {c: scores[c][i] for c in synthetic_law.CRITERIA}
@@ -131,6 +136,9 @@ def test_report_holds_the_share_criteria_kinds_and_tolerances():
     assert set(out["criteria"]) == set(synthetic_law.CRITERIA)
     assert sum(out["kinds"].values()) == 12
     assert out["tolerances"]["track_rms"] == LAW.track_rms
+    # `shape` passes where both of its halves do (an empty frame's best kind is arbitrary).
+    assert set(out["shape_parts"]) == set(synthetic_law.SHAPE_PARTS)
+    assert out["criteria"]["shape"] <= min(out["shape_parts"].values())
     # Counts of two halves add up to the whole's report.
     halves = [
         synthetic_law.counts(synthetic_law.score_clips(part, LAW))

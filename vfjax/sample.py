@@ -99,10 +99,11 @@ def sample(config, workdir: str) -> dict:
             law = result["data_law"]
             logging.info(
                 "Data law (synthetic set): %.1f%% of the generated videos obey it, %.1f%% of as "
-                "many real ones; per criterion %s",
+                "many real ones; per criterion %s; shape's halves %s",
                 100 * law["generated"]["share"],
                 100 * law["real"]["share"],
                 law["generated"]["criteria"],
+                law["generated"]["shape_parts"],
             )
     return result
 

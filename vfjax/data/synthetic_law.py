@@ -36,6 +36,10 @@ from vfjax.data import config as config_lib
 from vfjax.data import synthetic
 
 CRITERIA = ("one_object", "shape", "size", "brightness", "track")
+# The two halves of `shape`, reported beside the criteria to say which one fails: the best kind
+# is the same in every frame (`one_kind`), and every frame is drawn well by its best kind
+# (`drawn_well`). An undertrained model draws crisp shapes whose kind changes over the clip.
+SHAPE_PARTS = ("one_kind", "drawn_well")
 KINDS = synthetic.SHAPES
 
 # Area of each shape kind in units of its half-size squared, as `synthetic.coverage` draws it:
@@ -277,8 +281,8 @@ def fit_track(centres: np.ndarray, sizes: np.ndarray, law: Law) -> tuple[np.ndar
 def score_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
     """Scores clips `[B, N, H, W, C]` (in [-1, 1]) on the law.
 
-    Returns per clip `[B]`: a boolean per criterion (`CRITERIA`), `obeys` (all of them), and the
-    fitted values behind them: `kind` (the most frequent best kind), `half_size` (pixels),
+    Returns per clip `[B]`: a boolean per criterion (`CRITERIA`), `obeys` (all of them), the two
+    halves of `shape` (`SHAPE_PARTS`), and the fitted values behind them: `kind` (the most frequent best kind), `half_size` (pixels),
     `luma` (of the median colour), `speed`, `track_rms`, `shape_residual` (worst frame),
     `size_change`, `brightness_change` (largest relative departure from the clip's median).
     """
@@ -290,6 +294,7 @@ def score_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
     fit = {k: v.reshape((b, n) + v.shape[1:]) for k, v in fit.items()}
 
     out = {name: np.zeros(b, bool) for name in CRITERIA}
+    parts = {name: np.zeros(b, bool) for name in SHAPE_PARTS}
     values = {
         name: np.full(b, np.nan, np.float32)
         for name in (
@@ -312,9 +317,9 @@ def score_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
         kinds[i] = np.bincount(kind, minlength=len(KINDS)).argmax()
         out["one_object"][i] = bool(np.all(fit["objects"][i] == 1))
         values["shape_residual"][i] = fit["residual"][i].max()
-        out["shape"][i] = bool(
-            np.all(kind == kind[0]) and fit["residual"][i].max() <= law.shape_residual
-        )
+        parts["one_kind"][i] = bool(np.all(kind == kind[0]))
+        parts["drawn_well"][i] = bool(fit["residual"][i].max() <= law.shape_residual)
+        out["shape"][i] = parts["one_kind"][i] and parts["drawn_well"][i]
 
         size = fit["size"][i]
         median_size = float(np.median(size))
@@ -343,14 +348,14 @@ def score_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
             rms <= law.track_rms and lo_speed * (1 - margin) <= speed <= hi_speed * (1 + margin)
         )
     out["obeys"] = np.all(np.stack([out[c] for c in CRITERIA]), axis=0)
-    return {**out, **values, "kind": kinds}
+    return {**out, **parts, **values, "kind": kinds}
 
 
 def counts(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """How many clips of `score_clips` pass each criterion and the law, and the kinds of those
     that obey it: fixed-size sums, so batches (or processes) add theirs up."""
     obeying = scores["kind"][scores["obeys"]]
-    out = {c: np.int64(np.sum(scores[c])) for c in (*CRITERIA, "obeys")}
+    out = {c: np.int64(np.sum(scores[c])) for c in (*CRITERIA, *SHAPE_PARTS, "obeys")}
     out["num_clips"] = np.int64(scores["obeys"].shape[0])
     out["kinds"] = np.bincount(obeying, minlength=len(KINDS)).astype(np.int64)
     return out
@@ -358,7 +363,7 @@ def counts(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def empty_counts() -> dict[str, np.ndarray]:
     """The counts of no clip."""
-    out = {c: np.int64(0) for c in (*CRITERIA, "obeys", "num_clips")}
+    out = {c: np.int64(0) for c in (*CRITERIA, *SHAPE_PARTS, "obeys", "num_clips")}
     out["kinds"] = np.zeros(len(KINDS), np.int64)
     return out
 
@@ -370,7 +375,8 @@ def add_counts(a: dict | None, b: dict) -> dict:
 
 def report_from_counts(totals: dict, law: Law) -> dict:
     """JSON-ready: the share of clips that obey the law, the share passing each criterion, the
-    shape kinds drawn by the clips that obey, and the tolerances used."""
+    shape kinds drawn by the clips that obey, the share passing each half of `shape`
+    (`shape_parts`), and the tolerances used."""
     num = int(totals["num_clips"])
     share = lambda k: round(float(totals[k]) / max(num, 1), 4)  # noqa: E731
     return {
@@ -378,6 +384,8 @@ def report_from_counts(totals: dict, law: Law) -> dict:
         "share": share("obeys"),
         "criteria": {c: share(c) for c in CRITERIA},
         "kinds": {k: int(n) for k, n in zip(KINDS, np.asarray(totals["kinds"]), strict=True)},
+        # Counts cached before the parts existed (evaluation's real-clip cache) have none.
+        "shape_parts": {p: share(p) for p in SHAPE_PARTS if p in totals},
         "tolerances": {
             f.name: getattr(law, f.name)
             for f in dataclasses.fields(law)
