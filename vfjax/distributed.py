@@ -47,7 +47,7 @@ def split_cpu(devices: int) -> bool:
     """Splits a host's CPU into `devices` JAX devices that each run their share of the batch on
     one thread (XLA's intra-op threads off), before JAX starts its backends; returns whether it
     did. For small models on XLA:CPU this is faster than one device spreading each operation over
-    every core (the default's train step on 2 cores: 0.52 s -> 0.39 s, PERFORMANCE.md, "Where the
+    every core (the default's train step on 2 cores: 0.52 s -> 0.42 s, PERFORMANCE.md, "Where the
     step time goes"). Left alone where the device count is already set (`JAX_NUM_CPU_DEVICES`,
     the launchers' and tests' setting, or a device count in `XLA_FLAGS`), for `devices` < 2, and
     once the backends are running. Only the CPU backend reads either setting: a GPU or TPU
