@@ -120,13 +120,7 @@ def analyse_sampling_step(config, setup, batch: int) -> dict:
     """One DDIM step (one evaluation of the network(s)) on `batch` videos: `sampling.num_steps`
     is 1 here; the memory of the real loop is the same, its FLOPs that many times these."""
     sampler = steps.make_sampler(config, setup, batch)
-    args = (
-        setup.abstract_state.ema,
-        jax.random.key(0),
-        jax.random.key(1),
-        measure.sample_cond(config, batch),
-        None,
-    )
+    args = measure.abstract_sampler_args(config, setup, batch)
     fn = functools.partial(
         steps.sample_videos, setup=setup, config=config, num_videos=batch, num_clips=1
     )

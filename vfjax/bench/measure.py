@@ -184,6 +184,18 @@ def sample_cond(config, batch: int) -> dict | None:
     return None
 
 
+def abstract_sampler_args(config, setup: state_lib.Setup, batch: int) -> tuple:
+    """The arguments of `steps.make_sampler`'s program for lowering it without running it: the
+    abstract EMA parameters, two keys, `sample_cond` and no known frames."""
+    return (
+        setup.abstract_state.ema,
+        jax.random.key(0),
+        jax.random.key(1),
+        sample_cond(config, batch),
+        None,
+    )
+
+
 def sampling_params(setup: state_lib.Setup, seed: int) -> dict:
     """The parameters a fresh state starts with (its EMA), already sharded, without the
     optimizer state and the second copy a whole state holds: sampling needs only these."""

@@ -161,13 +161,7 @@ def compile_sampler(config, devices, batch: int) -> dict:
     """One sampling step (the sampler's loop body: both networks once) at `batch` videos."""
     config, setup = _setup(config, devices, batch, False)
     sampler = steps.make_sampler(config, setup, batch)
-    args = (
-        setup.abstract_state.ema,
-        jax.random.key(0),
-        jax.random.key(1),
-        measure.sample_cond(config, batch),
-        None,
-    )
+    args = measure.abstract_sampler_args(config, setup, batch)
     t0 = time.perf_counter()
     compiled = sampler.lower(*args).compile()
     return {
