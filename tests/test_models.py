@@ -200,6 +200,37 @@ def test_frames_meet_only_in_the_temporal_layers(path):
         assert permutation_error < 1e-5
 
 
+def test_key_frame_input_reaches_every_frame_from_the_key_frame_only():
+    """`key_frame_input` with no temporal layer: a change to the key frame (N // 2) moves every
+    frame's output, a change to another frame moves only its own."""
+    cfg = tiny3d(
+        dtype="float32", image_size=8, channel_mult=(1,), key_frame_input=True, **_NO_TEMPORAL
+    )
+    net = init.create_model(lambda r: UNet3D(cfg, rngs=r), jax.random.key(1))
+    leaves, treedef = jax.tree.flatten(nnx.state(net, nnx.Param))
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    nnx.update(
+        net,
+        jax.tree.unflatten(
+            treedef,
+            [
+                p + 0.1 * jax.random.normal(k, p.shape, p.dtype)
+                for p, k in zip(leaves, keys, strict=True)
+            ],
+        ),
+    )
+    n, key = 4, 2
+    x = jax.random.normal(jax.random.key(0), (1, n, 8, 8, 3))
+    noise = jax.random.normal(jax.random.key(5), (8, 8, 3))
+    batch = jnp.concatenate([x, x.at[:, key].set(noise), x.at[:, 3].set(noise)])
+    out = np.asarray(_forward(net, batch, jnp.full((3,), 500)))
+    moved_by_key = np.abs(out[1] - out[0]).max(axis=(1, 2, 3))
+    moved_by_other = np.abs(out[2] - out[0]).max(axis=(1, 2, 3))
+    assert moved_by_key.min() > 1e-2, moved_by_key
+    assert moved_by_other[3] > 1e-2
+    np.testing.assert_allclose(moved_by_other[:3], 0.0, atol=1e-6)
+
+
 def test_bf16_compute_runs_with_fp32_params():
     net = _video_net(True, "bfloat16")
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(net, nnx.Param)))

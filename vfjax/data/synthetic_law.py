@@ -282,8 +282,8 @@ def score_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
     """Scores clips `[B, N, H, W, C]` (in [-1, 1]) on the law.
 
     Returns per clip `[B]`: a boolean per criterion (`CRITERIA`), `obeys` (all of them), the two
-    halves of `shape` (`SHAPE_PARTS`), and the fitted values behind them: `kind` (the most frequent best kind), `half_size` (pixels),
-    `luma` (of the median colour), `speed`, `track_rms`, `shape_residual` (worst frame),
+    halves of `shape` (`SHAPE_PARTS`), and the fitted values behind them: `kind` (the most
+    frequent best kind), `half_size` (pixels), `luma` (of the median colour), `speed`, `track_rms`, `shape_residual` (worst frame),
     `size_change`, `brightness_change` (largest relative departure from the clip's median).
     """
     videos = np.asarray(videos, np.float32)

@@ -69,6 +69,11 @@ class UNet3DConfig:
     head_dim: int = 64
     temporal_conv_layers: int = 2  # convolutions in each temporal conv block; 0 disables them
     frame_embedding: bool = True
+    # Every frame's input also carries the key frame's input (frame N // 2) as extra channels, so
+    # each frame sees at full resolution the frame it must follow (image-to-video models condition
+    # on their given frame this way). In VideoFusion that slot holds the key frame (the finished
+    # one with `diffusion.key_input='clean'`); in VDM the middle frame's noisy latent.
+    key_frame_input: bool = False
     dropout: float = 0.0
     scale_shift: bool = False
     zero_init: bool = True

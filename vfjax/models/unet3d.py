@@ -123,7 +123,8 @@ class UNet3D(nnx.Module):
         self.dtype = opts.dtype
         chs = [cfg.channels * m for m in cfg.channel_mult]
         emb_dim = 4 * chs[0]
-        self.conv_in = layers.conv(cfg.in_channels, chs[0], opts, rngs)
+        in_channels = cfg.in_channels * (2 if cfg.key_frame_input else 1)
+        self.conv_in = layers.conv(in_channels, chs[0], opts, rngs)
         self.time_embedding = blocks.EmbeddingMLP(chs[0], emb_dim, opts, rngs)
         self.frame_embedding = (
             blocks.EmbeddingMLP(chs[0], emb_dim, opts, rngs) if cfg.frame_embedding else None
@@ -223,6 +224,9 @@ class UNet3D(nnx.Module):
         with jax.named_scope("residual_generator"):
             emb = einops.rearrange(self.embed(t, x.shape[1], cond), "b n d -> (b n) d")
             context = None if cond is None else cond.get("text")
+            if self.cfg.key_frame_input:
+                k = x.shape[1] // 2  # decomposed.key_frame_index's default; config.validate checks
+                x = jnp.concatenate([x, jnp.broadcast_to(x[:, k : k + 1], x.shape)], axis=-1)
             h = _frames_apply(self.conv_in, x.astype(self.dtype))
             if self.input_attention is not None:
                 tokens = einops.rearrange(h, "b n h w c -> b n (h w) c")
