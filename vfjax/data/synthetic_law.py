@@ -284,7 +284,8 @@ def score_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
     Returns per clip `[B]`: a boolean per criterion (`CRITERIA`), `obeys` (all of them), the two
     halves of `shape` (`SHAPE_PARTS`), and the fitted values behind them: `kind` (the most
     frequent best kind), `half_size` (pixels), `luma` (of the median colour), `speed`,
-    `track_rms`, `shape_residual` (worst frame), `size_change`, `brightness_change` (largest relative departure from the clip's median).
+    `track_rms`, `shape_residual` (worst frame), `size_change`, `brightness_change` (largest
+    relative departure from the clip's median).
     """
     videos = np.asarray(videos, np.float32)
     if videos.ndim != 5:
