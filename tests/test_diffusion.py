@@ -461,7 +461,10 @@ def _clean_nets():
 
     def residual_fn(z, t, c):
         label = c["label"][:, None, None, None, None]
-        return 0.5 * z + 0.1 * jnp.sin(z) + 0.2 * z[:, K : K + 1] - 0.05 * label
+        # Frames meet through the key frame's slot and through their mean: the latter carries
+        # the reconstruction guidance's gradient from the held frames to the others.
+        mixed = 0.2 * z[:, K : K + 1] + 0.2 * jnp.mean(z, axis=1, keepdims=True)
+        return 0.5 * z + 0.1 * jnp.sin(z) + mixed - 0.05 * label
 
     return base_fn, residual_fn
 
@@ -602,6 +605,24 @@ def test_key_frame_base_outputs_kept_give_the_two_pass_result(case):
     )()
     assert not np.allclose(out[:, K], out[:, 0], atol=0.05)  # The frames differ: a real test.
     np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+    if kw.get("known_guidance"):  # The guidance moves the frames it steers: a real test of it.
+        kw["known_guidance"] = 0.0
+        unguided = jax.jit(
+            lambda: _six_steps(
+                base_fn,
+                residual_fn,
+                x0.shape,
+                lambdas,
+                abar,
+                key_input="clean",
+                cond=cond,
+                null_cond=null,
+                **kw,
+            )
+        )()
+        moved = np.abs(np.asarray(out) - np.asarray(unguided)).max(axis=(0, 2, 3, 4))
+        # The frames after the held ones and the key frame move; the key frame (drawn first) not.
+        assert moved[K + 1 :].min() > 1e-3 and moved[K] == 0.0, moved
 
 
 @pytest.mark.parametrize("known_guidance", [0.0, 2.0])
@@ -630,3 +651,109 @@ def test_key_input_clean_runs_the_base_generator_once_per_step(known_guidance):
         lambda: _clean_two_passes(counted, residual_fn, x0.shape, lambdas, abar, num_steps=6, **kw)
     )()
     assert len(traced) == 2
+
+
+def test_cosine_schedule_is_the_closed_form():
+    """Improved DDPM's alpha-bar, `f(t) / f(0)` with `f(u) = cos((u + s) / (1 + s) pi / 2)^2`,
+    wherever no beta is clipped (all but the last steps), and betas clipped at 0.999."""
+    steps, s = 200, 0.008
+    f = np.cos((np.arange(steps + 1) / steps + s) / (1 + s) * np.pi / 2) ** 2
+    abar = schedules.make_schedule("cosine", steps)
+    np.testing.assert_allclose(abar[: steps - 5], (f[1:] / f[0])[: steps - 5], rtol=1e-5)
+    betas = schedules.cosine_betas(steps)
+    assert betas.dtype == np.float64 and betas.max() == pytest.approx(0.999)
+
+
+@pytest.mark.parametrize("prediction,gamma", [("eps", 0.0), ("v", 0.0), ("v", 5.0), ("eps", 5.0)])
+def test_image_loss_against_numpy(prediction, gamma):
+    """The base generator's image loss, written out in NumPy for a known network."""
+    abar = schedules.make_schedule("linear", 100)
+    x0 = np.asarray(jax.random.uniform(jax.random.key(1), (6, 4, 4, 2), minval=-1, maxval=1))
+    rng = jax.random.key(2)
+
+    def net(z, t):
+        return 0.3 * z + 0.01 * t[:, None, None, None]
+
+    loss, terms = decomposed.image_loss(
+        net, jnp.asarray(x0), rng, jnp.asarray(abar), prediction, gamma
+    )
+    # The draws the function documents: timesteps from the first half of the key, noise from the
+    # second.
+    t_rng, noise_rng = jax.random.split(rng)
+    t = np.asarray(jax.random.randint(t_rng, (6,), 0, 100))
+    eps = np.asarray(jax.random.normal(noise_rng, x0.shape, jnp.float32), np.float64)
+    a = abar[t].astype(np.float64)[:, None, None, None]
+    z = np.sqrt(a) * x0 + np.sqrt(1 - a) * eps
+    out = 0.3 * z + 0.01 * t[:, None, None, None]
+    eps_hat = out if prediction == "eps" else np.sqrt(a) * out + np.sqrt(1 - a) * z
+    snr = a / (1 - a)
+    if gamma:
+        w = np.minimum(snr, gamma) / snr
+    else:
+        w = 1 / a if prediction == "v" else np.ones_like(a)
+    expected = np.mean(w * (eps - eps_hat) ** 2)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    assert float(terms["loss_key"]) == float(loss)
+
+
+def test_diffusion_create_passes_every_argument():
+    from vfjax.diffusion.process import Diffusion
+
+    d = Diffusion.create(
+        "videofusion",
+        6,
+        0.3,
+        key_frame=1,
+        schedule="cosine",
+        num_timesteps=50,
+        key_input="clean",
+        prediction="v",
+        min_snr_gamma=5,
+        logsnr_shift=1.0,
+    )
+    assert d.key_frame == 1 and d.num_timesteps == 50
+    np.testing.assert_array_equal(d.lambdas, decomposed.frame_lambdas(6, 0.3, 1))
+    np.testing.assert_array_equal(d.alphas_cumprod, schedules.make_schedule("cosine", 50, 1.0))
+    assert (d.key_input, d.prediction) == ("clean", "v")
+    assert d.min_snr_gamma == 5.0 and isinstance(d.min_snr_gamma, float)
+    # Defaults: the paper's process (linear, 1000 steps, the latent key input, eps, no weights).
+    d = Diffusion.create("videofusion", 4)
+    assert d.key_frame == 2 and d.num_timesteps == 1000
+    np.testing.assert_array_equal(d.alphas_cumprod, schedules.make_schedule("linear", 1000))
+    np.testing.assert_array_equal(d.lambdas, [0.5, 0.5, 1.0, 0.5])
+    assert (d.key_input, d.prediction, d.min_snr_gamma) == ("latent", "eps", 0.0)
+    # VDM: independent noise (zeros, float32 like VideoFusion's shares), still a key frame index.
+    d = Diffusion.create("vdm", 6, 0.3, key_frame=1)
+    assert d.lambdas.dtype == np.float32 and d.key_frame == 1
+    np.testing.assert_array_equal(d.lambdas, np.zeros(6))
+    assert decomposed.independent_lambdas(3).dtype == np.float32
+    for kwargs, message in (
+        (dict(key_input="noisy"), "key_input must be one of"),
+        (dict(prediction="x0"), "prediction must be one of"),
+        (dict(min_snr_gamma=-1.0), "min_snr_gamma must be >= 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Diffusion.create("videofusion", 4, **kwargs)
+
+
+def test_make_step_holds_known_frames_by_replacement_alone_by_default():
+    """`make_step` without `known_guidance` is replacement alone (`known_guidance=0`), and a
+    guidance weight given to it reaches the update."""
+    abar, lambdas, x0, *_ = _setup(seed=3, batch=2)
+    known = (x0, jnp.arange(N) < 2)
+
+    def predict(z, t):  # Frames meet through their mean, so guidance has a gradient to follow.
+        return 0.5 * z + 0.3 * jnp.mean(z, axis=1, keepdims=True)
+
+    keys = (jax.random.key(0), jax.random.key(1))
+
+    def step(**kw):
+        body = sampling.make_step(
+            predict, abar, 4, *keys, x0.shape, lambdas, eta=0.0, clip_x0=True, known=known, **kw
+        )
+        z = sampling.draw_noise(*keys, x0.shape, lambdas)
+        return np.asarray(jax.jit(body)(1, z))
+
+    default = step()
+    np.testing.assert_array_equal(default, step(known_guidance=0.0))
+    assert np.abs(default - step(known_guidance=1.0))[:, 2:].max() > 1e-3
