@@ -104,6 +104,80 @@ def test_loss_equals_the_hand_computed_value(weights, prediction, gamma):
     np.testing.assert_allclose(float(terms["loss_residual"]), others, rtol=2e-5)
 
 
+def _affine_nets(p=0.3):
+    """A base network with one parameter `p` and a residual network, both using `t`."""
+
+    def base(z, t):
+        return p * z + 0.2 * jnp.cos(t.astype(jnp.float32))[:, None, None, None]
+
+    def residual(z, t):
+        return -0.4 * z + 0.1 * jnp.cos(t.astype(jnp.float32))[:, None, None, None, None]
+
+    return base, residual
+
+
+def test_loss_defaults_are_the_papers_and_the_rule_changes_gradients_not_values():
+    """Called with defaults, the loss is the paper's (uniform frame weights, the stop-gradient
+    rule, the latent key input, epsilon, no weighting); without the rule it has the same value
+    and other gradients."""
+    abar = jnp.asarray(schedules.make_schedule("linear", 1000))
+    lambdas = decomposed.frame_lambdas(N, 0.5, K)
+    x0 = jax.random.uniform(jax.random.key(1), SHAPE, minval=-1, maxval=1)
+    rng = jax.random.key(7)
+
+    def loss(p, *args, **kw):
+        base, residual = _affine_nets(p)
+        return decomposed.videofusion_loss(base, residual, x0, rng, lambdas, abar, K, *args, **kw)[
+            0
+        ]
+
+    explicit = (None, True, "latent", "eps", 0.0)
+    assert float(loss(0.3)) == float(loss(0.3, *explicit))
+    grad_default, grad_rule = jax.grad(loss)(0.3), jax.grad(loss)(0.3, *explicit)
+    grad_no_rule = jax.grad(loss)(0.3, None, False)
+    assert float(grad_default) == float(grad_rule)
+    assert abs(float(grad_no_rule) - float(grad_rule)) > 1e-4
+    np.testing.assert_allclose(float(loss(0.3, None, False)), float(loss(0.3)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("key_input", ["latent", "clean"])
+def test_vdm_loss_is_plain_noise_prediction(key_input):
+    """No base generator: independent noise, the residual network on the latents as they are
+    (whatever key input is asked for: there is no key frame to show), a uniform mean."""
+    abar = jnp.asarray(schedules.make_schedule("linear", 1000))
+    lambdas = decomposed.independent_lambdas(N)
+    x0 = jax.random.uniform(jax.random.key(1), SHAPE, minval=-1, maxval=1)
+    rng = jax.random.key(7)
+    _, residual = _affine_nets()
+    loss, terms = decomposed.videofusion_loss(
+        None, residual, x0, rng, lambdas, abar, K, key_input=key_input
+    )
+    t_rng, noise_rng = jax.random.split(rng)
+    t = np.asarray(jax.random.randint(t_rng, (SHAPE[0],), 0, 1000))
+    _, r_rng = jax.random.split(noise_rng)
+    eps = np.asarray(jax.random.normal(r_rng, SHAPE), np.float64)
+    a = np.asarray(abar, np.float64)[t][:, None, None, None, None]
+    z_t = np.sqrt(a) * np.asarray(x0) + np.sqrt(1 - a) * eps
+    eps_hat = -0.4 * z_t + 0.1 * np.cos(t)[:, None, None, None, None]
+    per_frame = ((eps - eps_hat) ** 2).mean(axis=(0, 2, 3, 4))
+    np.testing.assert_allclose(float(loss), per_frame.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(terms["loss_key"]), per_frame[K], rtol=1e-5)
+
+
+def test_loss_terms_of_a_two_frame_clip():
+    """Two frames: `loss_residual` is the one non-key frame's term, `loss_key` the other's."""
+    abar = jnp.asarray(schedules.make_schedule("linear", 1000))
+    lambdas = decomposed.frame_lambdas(2, 0.5)
+    x0 = jax.random.uniform(jax.random.key(1), (3, 2, 4, 4, 2), minval=-1, maxval=1)
+    base, residual = _affine_nets()
+    weights = jnp.asarray([1.0, 0.0])  # The loss is then the non-key frame's term alone.
+    loss, terms = decomposed.videofusion_loss(
+        base, residual, x0, jax.random.key(7), lambdas, abar, 1, weights
+    )
+    np.testing.assert_allclose(float(terms["loss_residual"]), float(loss), rtol=1e-6)
+    assert float(terms["loss_key"]) != float(terms["loss_residual"])
+
+
 def _grads_by_frame(stop_gradient: bool) -> np.ndarray:
     """|d loss_i / d base parameter| for each frame i, with a base network of one parameter."""
     abar = jnp.asarray(schedules.make_schedule("linear", 1000))
