@@ -213,6 +213,29 @@ def test_key_input_clean_draws_the_key_frame_first_and_unchanged(guidance_scale)
             np.testing.assert_allclose(step_input, key, atol=1e-6)
 
 
+def test_key_frame_drawn_first_is_shown_within_the_data_range():
+    """Without clipping the estimates, the finished key frame can leave [-1, 1]; the residual
+    generator is shown it as the video ends, clipped to the data's range."""
+    abar, lambdas, x0, *_ = _setup(seed=4, batch=2)
+    seen = []
+
+    def base_fn(z, t, c):
+        return 0.0 * z  # x0 estimate z / sqrt(abar): far outside [-1, 1] at high noise.
+
+    def residual_fn(z, t, c):
+        seen.append(z[:, K])
+        return 0.5 * z
+
+    with jax.disable_jit():
+        out = _six_steps(
+            base_fn, residual_fn, x0.shape, lambdas, abar, eta=0.0, clip_x0=False, key_input="clean"
+        )
+    assert len(seen) == 6
+    key = np.asarray(seen[0])
+    assert np.abs(key).max() == 1.0 and (np.abs(key) == 1.0).mean() > 0.1  # It was clipped.
+    np.testing.assert_allclose(key, out[:, K], atol=1e-6)
+
+
 def test_key_frame_drawn_first_is_not_moved_by_reconstruction_guidance():
     # A clip continued with its key frame free: with 'clean', guidance steers the other free
     # frames but not the key frame, which ends as drawn alone (as without guidance).
