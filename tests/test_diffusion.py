@@ -372,6 +372,9 @@ def test_loss_weights_min_snr_and_v():
         np.testing.assert_allclose(w, np.minimum(snr, 5.0) / snr, rtol=1e-5)
     # Low noise (SNR far above 5) is weighted down, high noise (SNR below 5) not at all.
     assert w[0] < 0.01 and w[2] == pytest.approx(1.0)
+    # Any positive gamma weights, a small one too.
+    w = decomposed.loss_weights(t, abar, "eps", 0.5)
+    np.testing.assert_allclose(w, np.minimum(snr, 0.5) / snr, rtol=1e-5)
 
 
 def test_ddim_eta0_is_deterministic_and_keys_matter():
@@ -780,3 +783,58 @@ def test_make_step_holds_known_frames_by_replacement_alone_by_default():
     default = step()
     np.testing.assert_array_equal(default, step(known_guidance=0.0))
     assert np.abs(default - step(known_guidance=1.0))[:, 2:].max() > 1e-3
+
+
+def test_sample_defaults_are_deterministic_ddim_with_50_steps_and_no_guidance():
+    abar, lambdas, x0, *_ = _setup(seed=2, batch=2)
+    cond, null = {"label": jnp.array([1.0, 2.0])}, {"label": jnp.zeros((2,))}
+
+    def base_fn(z, t, c):
+        return 0.5 * z + 0.05 * c["label"][:, None, None, None]
+
+    def residual_fn(z, t, c):
+        return 0.5 * z + 0.2 * z[:, K : K + 1] - 0.05 * c["label"][:, None, None, None, None]
+
+    keys = (jax.random.key(0), jax.random.key(1))
+    args = (base_fn, residual_fn, x0.shape, *keys, lambdas, abar, K)
+    common = dict(cond=cond, null_cond=null)
+    default = sampling.sample(*args, **common)
+    explicit = sampling.sample(*args, num_steps=50, eta=0.0, guidance_scale=1.0, **common)
+    np.testing.assert_array_equal(default, explicit)
+
+
+def test_clips_of_a_video_share_its_condition_whatever_its_rank():
+    """Several clips per video: each video's condition (a label `[B]`, text `[B, S]`) reaches
+    its own clips and no other video's."""
+    abar, lambdas, x0, *_ = _setup(seed=2, batch=2)
+
+    def base_fn(z, t, c):
+        return 0.5 * z + 0.05 * c["text"].mean(axis=1)[:, None, None, None]
+
+    def residual_fn(z, t, c):
+        shift = c["text"].mean(axis=1) + c["label"]
+        return 0.5 * z - 0.05 * shift[:, None, None, None, None]
+
+    def run(text):
+        cond = {"label": jnp.array([1.0, 2.0]), "text": text}
+        return np.asarray(
+            sampling.sample(
+                base_fn,
+                residual_fn,
+                x0.shape,
+                jax.random.key(0),
+                jax.random.key(1),
+                lambdas,
+                abar,
+                K,
+                num_steps=4,
+                num_clips=2,
+                cond=cond,
+            )
+        )
+
+    text = jnp.array([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])
+    out, changed = run(text), run(text.at[1].set(-3.0))
+    assert out.shape == (2, 2 * N) + x0.shape[2:]
+    np.testing.assert_array_equal(changed[0], out[0])  # Video 0's clips: untouched.
+    assert np.abs(changed[1] - out[1]).reshape(2, N, -1).max(axis=(1, 2)).min() > 1e-3
