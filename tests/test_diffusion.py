@@ -109,10 +109,19 @@ def test_key_input_x0_shows_the_key_frame_and_leaves_the_others():
     others = np.arange(N) != K
     np.testing.assert_array_equal(shown[:, others], latent[:, others])
     # A poor base estimate at high noise gives a large x0 estimate: clipped to [-1, 1].
-    far = decomposed.remove_base(z_t, base + 10.0, t * 0 + 999, lambdas, abar, K, "x0")
-    assert float(jnp.max(jnp.abs(far[:, K]))) <= 1.0
-    with pytest.raises(ValueError, match="key_input"):
+    for offset, bound in ((10.0, -1.0), (-10.0, 1.0)):  # Estimates far below and far above.
+        far = decomposed.remove_base(z_t, base + offset, t * 0 + 999, lambdas, abar, K, "x0")
+        np.testing.assert_array_equal(far[:, K], bound)
+    with pytest.raises(ValueError, match="key_input must be one of"):
         decomposed.remove_base(z_t, base, t, lambdas, abar, K, "pixels")
+    with pytest.raises(ValueError, match="needs the key frame index"):
+        decomposed.remove_base(z_t, base, t, lambdas, abar, None, "x0")
+    with pytest.raises(ValueError, match=r"^key_input='clean' needs the key frame's value"):
+        decomposed.remove_base(z_t, base, t, lambdas, abar, K, "clean")
+    for as_noise in (decomposed.base_as_noise, decomposed.residual_as_noise):
+        args = (lambdas, abar) if as_noise is decomposed.residual_as_noise else (abar,)
+        with pytest.raises(ValueError, match="prediction must be one of"):
+            as_noise(lambda z, t: z, "x0", *args)
 
 
 def test_key_input_x0_changes_only_the_residual_generators_input():
