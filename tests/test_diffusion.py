@@ -847,3 +847,27 @@ def test_clips_of_a_video_share_its_condition_whatever_its_rank():
     assert out.shape == (2, 2 * N) + x0.shape[2:]
     np.testing.assert_array_equal(changed[0], out[0])  # Video 0's clips: untouched.
     assert np.abs(changed[1] - out[1]).reshape(2, N, -1).max(axis=(1, 2)).min() > 1e-3
+
+
+def test_ddim_timesteps_span_the_process():
+    np.testing.assert_array_equal(sampling.ddim_timesteps(10, 10), np.arange(9, -1, -1))
+    np.testing.assert_array_equal(sampling.ddim_timesteps(10, 1), [9])
+    np.testing.assert_array_equal(sampling.ddim_timesteps(1000, 4), [999, 666, 333, 0])
+    for bad in (0, 11):
+        with pytest.raises(ValueError, match=r"sampling steps must be in \[1, 10\], got"):
+            sampling.ddim_timesteps(10, bad)
+
+
+def test_reconstruction_guidance_without_known_frames_changes_nothing():
+    abar, lambdas, x0, *_ = _setup(seed=2, batch=2)
+
+    def base_fn(z, t, c):
+        return 0.5 * z
+
+    def residual_fn(z, t, c):
+        return 0.5 * z + 0.3 * jnp.mean(z, axis=1, keepdims=True)
+
+    def run(w):
+        return _six_steps(base_fn, residual_fn, x0.shape, lambdas, abar, eta=1.0, known_guidance=w)
+
+    np.testing.assert_array_equal(run(2.0), run(0.0))

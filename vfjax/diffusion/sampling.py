@@ -311,6 +311,8 @@ def _draw_key_frame(
         clip_x0=clip_x0,
         num_clips=num_clips,
         known=known,
+        known_guidance=0.0,  # One frame: no other frame for reconstruction guidance to steer.
+        unsteered_frame=None,
     )
     z = draw_noise(base_rng, residual_rng, key_shape, one, num_clips)
     z, base_steps = jax.lax.scan(lambda z, i: update(i, z, predict), z, jnp.arange(num_steps))
@@ -375,10 +377,10 @@ def _make_update(
     *,
     eta: float,
     clip_x0: bool,
-    num_clips: int = 1,
-    known: tuple[Array, Array] | None = None,
-    known_guidance: float = 0.0,
-    unsteered_frame: int | None = None,
+    num_clips: int,
+    known: tuple[Array, Array] | None,
+    known_guidance: float,
+    unsteered_frame: int | None,
 ) -> Callable[[Array, Array, Callable], tuple[Array, Any]]:
     """`make_step`'s update with the estimate given at each call: `update(i, z_t, predict) ->
     (z_s, aux)`, where `predict(z, t) -> (eps_hat, aux)` may also return what a loop keeps of
