@@ -871,3 +871,87 @@ def test_reconstruction_guidance_without_known_frames_changes_nothing():
         return _six_steps(base_fn, residual_fn, x0.shape, lambdas, abar, eta=1.0, known_guidance=w)
 
     np.testing.assert_array_equal(run(2.0), run(0.0))
+
+
+def test_schedule_and_frame_defaults_and_edges():
+    """Defaults (DDPM's linear schedule of 1000 steps, no shift) and the edges of the ranges."""
+    np.testing.assert_array_equal(
+        schedules.make_schedule(), schedules.make_schedule("linear", 1000, 0.0)
+    )
+    assert schedules.make_schedule().shape == (1000,)
+    assert schedules.make_schedule("linear", 1).shape == (1,)  # One step is a process too.
+    with pytest.raises(ValueError, match="num_timesteps must be >= 1, got 0"):
+        schedules.make_schedule("linear", 0)
+    # DDPM's betas 1e-4 .. 0.02 at 1000 steps; other step counts keep the shape (scaled by 1000/T).
+    betas = schedules.linear_betas()
+    assert betas.shape == (1000,) and betas[0] == pytest.approx(1e-4) and betas[-1] == 0.02
+    np.testing.assert_allclose(schedules.linear_betas(500)[[0, -1]], [2e-4, 0.04])
+    assert schedules.cosine_betas().shape == (1000,)
+    # Key frames: one frame is a clip; every index from -N to N - 1 names a frame.
+    assert decomposed.key_frame_index(1) == 0 and decomposed.key_frame_index(4, -4) == 0
+    with pytest.raises(ValueError, match="num_frames must be >= 1, got 0"):
+        decomposed.key_frame_index(0)
+    # Base shares: float32 whatever is given; a matrix is refused.
+    assert decomposed.frame_lambdas(4, 0.5).dtype == np.float32
+    assert decomposed.frame_lambdas(3, [0.1, 0.2, 0.3]).dtype == np.float32
+    with pytest.raises(ValueError, match="vector"):
+        decomposed.frame_lambdas(4, [[0.5, 0.5, 0.5, 0.5]])
+
+
+def test_image_loss_defaults_are_epsilon_and_no_weighting():
+    abar = jnp.asarray(schedules.make_schedule("linear", 100))
+    x0 = jax.random.uniform(jax.random.key(1), (4, 4, 4, 1), minval=-1, maxval=1)
+
+    def net(z, t):
+        return 0.3 * z
+
+    default = decomposed.image_loss(net, x0, jax.random.key(2), abar)[0]
+    explicit = decomposed.image_loss(net, x0, jax.random.key(2), abar, "eps", 0.0)[0]
+    assert float(default) == float(explicit)
+
+
+def test_reconstruction_guidance_step_against_numpy():
+    """One DDIM step with reconstruction guidance, written out: for a linear estimate
+    `eps(z) = 0.5 z + 0.3 mean_frames(z)` the gradient of `||x_a - x0_a(z)||^2` is exact,
+    `x0_b <- x0_b - (w sqrt(abar_t) / 2) grad_b` on the steered frames, the held frames replaced."""
+    abar, lambdas, x0, *_ = _setup(seed=3, batch=2)
+    mask = np.arange(N) < 2
+    w, num_steps, i = 1.5, 4, 1
+    keys = (jax.random.key(0), jax.random.key(1))
+
+    def predict(z, t):
+        return 0.5 * z + 0.3 * jnp.mean(z, axis=1, keepdims=True)
+
+    body = sampling.make_step(
+        predict,
+        abar,
+        num_steps,
+        *keys,
+        x0.shape,
+        lambdas,
+        eta=0.0,
+        clip_x0=False,
+        known=(x0, jnp.asarray(mask)),
+        known_guidance=w,
+    )
+    z = sampling.draw_noise(*keys, x0.shape, lambdas)
+    out = np.asarray(jax.jit(body)(i, z), np.float64)
+
+    steps = sampling.ddim_timesteps(1000, num_steps)
+    a_t, a_s = float(abar[steps[i]]), float(abar[steps[i + 1]])
+    zz, values = np.asarray(z, np.float64), np.asarray(x0, np.float64)
+    held = mask[None, :, None, None, None]
+
+    def eps_of(v):
+        return 0.5 * v + 0.3 * v.mean(axis=1, keepdims=True)
+
+    x0_hat = (zz - np.sqrt(1 - a_t) * eps_of(zz)) / np.sqrt(a_t)
+    # d x0 / d z = (I - sqrt(1 - a) (0.5 I + 0.3 M)) / sqrt(a), M the (symmetric) frame mean.
+    g = -2.0 * held * (values - x0_hat)
+    grad = (g - np.sqrt(1 - a_t) * eps_of(g)) / np.sqrt(a_t)
+    x0_hat = x0_hat - (w * np.sqrt(a_t) / 2.0) * (~held) * grad
+    x0_hat = np.where(held, values, x0_hat)
+    eps_hat = (zz - np.sqrt(a_t) * x0_hat) / np.sqrt(1 - a_t)
+    expected = np.sqrt(a_s) * x0_hat + np.sqrt(1 - a_s) * eps_hat
+    assert np.abs(x0_hat - (zz - np.sqrt(1 - a_t) * eps_of(zz)) / np.sqrt(a_t))[:, 2:].max() > 1e-2
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
