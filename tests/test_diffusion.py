@@ -625,24 +625,9 @@ def test_key_frame_base_outputs_kept_give_the_two_pass_result(case):
             **kw,
         )
     )()
-    out = jax.jit(
-        lambda: _six_steps(
-            base_fn,
-            residual_fn,
-            x0.shape,
-            lambdas,
-            abar,
-            key_input="clean",
-            cond=cond,
-            null_cond=null,
-            **kw,
-        )
-    )()
-    assert not np.allclose(out[:, K], out[:, 0], atol=0.05)  # The frames differ: a real test.
-    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
-    if kw.get("known_guidance"):  # The guidance moves the frames it steers: a real test of it.
-        kw["known_guidance"] = 0.0
-        unguided = jax.jit(
+
+    def clean(**kw):
+        return jax.jit(
             lambda: _six_steps(
                 base_fn,
                 residual_fn,
@@ -655,6 +640,12 @@ def test_key_frame_base_outputs_kept_give_the_two_pass_result(case):
                 **kw,
             )
         )()
+
+    out = clean(**kw)
+    assert not np.allclose(out[:, K], out[:, 0], atol=0.05)  # The frames differ: a real test.
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+    if kw.get("known_guidance"):  # The guidance moves the frames it steers: a real test of it.
+        unguided = clean(**{**kw, "known_guidance": 0.0})
         moved = np.abs(np.asarray(out) - np.asarray(unguided)).max(axis=(0, 2, 3, 4))
         # The frames after the held ones and the key frame move; the key frame (drawn first) not.
         assert moved[K + 1 :].min() > 1e-3 and moved[K] == 0.0, moved
