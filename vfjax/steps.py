@@ -18,11 +18,10 @@ Array = jax.Array
 
 
 def diffusion_from_config(config) -> Diffusion:
-    lam = config.diffusion.lam
     return Diffusion.create(
         config.model.kind,
         config.data.num_frames,
-        tuple(lam) if isinstance(lam, tuple | list) else lam,
+        config.diffusion.lam,
         config.diffusion.key_frame,
         config.diffusion.schedule,
         config.diffusion.num_timesteps,
@@ -105,7 +104,7 @@ def train_step(
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     loss_rng, cond_rng, dropout_rng = jax.random.split(rng, 3)
     cond = make_cond(config, batch, cond_rng)
-    uses_dropout = any(config.model[net].get("dropout", 0.0) > 0 for net in ("base", "residual"))
+    uses_dropout = any(config.model[net].dropout > 0 for net in ("base", "residual"))
     # A frozen base generator is frozen in the joint phase: after its pretraining, if any.
     frozen_base = config.optim.freeze_base and phase == "joint" and "base" in state.params
 
@@ -131,14 +130,14 @@ def train_step(
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = setup.tx.update(grads, state.opt_state, state.params)
-    if phase == "base_pretrain":
-        # The residual generator sits out: its optimizer state (moments, step count, schedule)
-        # stays as it was, so it starts the joint phase as a fresh AdamW, warm-up included.
-        opt_state = state_lib.keep_optimizer("residual", opt_state, state.opt_state)
-    if frozen_base:
-        # Zero gradients alone would still move it (Adam's moments from its pretraining).
-        updates = {**updates, "base": jax.tree.map(jnp.zeros_like, updates["base"])}
-        opt_state = state_lib.keep_optimizer("base", opt_state, state.opt_state)
+    # A generator that sits out this step neither moves nor changes its optimizer state (moments,
+    # step count, schedule): zero gradients alone would still move it, by Adam's moments and
+    # weight decay. In base pretraining that is the residual generator, which so starts the
+    # joint phase as a fresh AdamW, warm-up included; a frozen base sits out the joint phase.
+    idle = ("residual",) if phase == "base_pretrain" else ("base",) if frozen_base else ()
+    for net in idle:
+        updates = {**updates, net: jax.tree.map(jnp.zeros_like, updates[net])}
+        opt_state = state_lib.keep_optimizer(net, opt_state, state.opt_state)
     params = optax.apply_updates(state.params, updates)
     ema = state_lib.ema_update(state.ema, params, state.step, config.optim.ema_decay)
     new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema=ema)
@@ -191,10 +190,7 @@ def compile_train_step(setup: state_lib.Setup, config, batch_spec: dict, phase: 
         out_shardings=(setup.shardings, sharding_lib.replicated(setup.mesh)),
         donate_argnums=(0,),
     )
-    abstract_batch = {
-        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
-        for k, v in batch_spec.items()
-    }
+    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_spec.items()}
     compiled = distributed.compile_aligned(
         step, setup.abstract_state, abstract_batch, name=f"train step {phase}"
     )
