@@ -212,3 +212,19 @@ def test_per_frame_lambda_from_the_command_line_and_a_config_file():
     np.testing.assert_allclose(steps.diffusion_from_config(c).lambdas[:4], 0.75)
     with pytest.raises(ValueError, match="diffusion.lam has 3 values"):
         parse("--config.diffusion.lam=(0.5,0.5,0.5)")
+
+
+@pytest.mark.parametrize(
+    "field,value", [("key_frame_input", True), ("key_frame_attn_resolutions", (8,))]
+)
+def test_key_frame_options_refuse_another_key_frame(field, value):
+    """Both show every frame frame N // 2: another `diffusion.key_frame` is refused up front;
+    N // 2 itself, or its negative index, is fine."""
+    c = vfc.load_config(os.path.join(ROOT, "configs", "default.py"))
+    c.model.residual[field] = value
+    c.diffusion.key_frame = 1
+    with pytest.raises(ValueError, match=f"model.residual.{field} shows every frame frame N // 2"):
+        vfc.validate(c, with_data=False)
+    for key in (4, -4):
+        c.diffusion.key_frame = key
+        vfc.validate(c, with_data=False)

@@ -200,12 +200,13 @@ def test_frames_meet_only_in_the_temporal_layers(path):
         assert permutation_error < 1e-5
 
 
-def test_key_frame_input_reaches_every_frame_from_the_key_frame_only():
-    """`key_frame_input` with no temporal layer: a change to the key frame (N // 2) moves every
-    frame's output, a change to another frame moves only its own."""
-    cfg = tiny3d(
-        dtype="float32", image_size=8, channel_mult=(1,), key_frame_input=True, **_NO_TEMPORAL
-    )
+@pytest.mark.parametrize(
+    "fields", [{"key_frame_input": True}, {"key_frame_attn_resolutions": (8,)}], ids=str
+)
+def test_key_frame_reaches_every_frame_from_the_key_frame_only(fields):
+    """`key_frame_input` or key-frame attention with no temporal layer: a change to the key frame
+    (N // 2) moves every frame's output, a change to another frame moves only its own."""
+    cfg = tiny3d(dtype="float32", image_size=8, channel_mult=(1,), **fields, **_NO_TEMPORAL)
     net = init.create_model(lambda r: UNet3D(cfg, rngs=r), jax.random.key(1))
     leaves, treedef = jax.tree.flatten(nnx.state(net, nnx.Param))
     keys = jax.random.split(jax.random.key(2), len(leaves))

@@ -347,12 +347,14 @@ def validate(
             "trained one (init.base_checkpoint or base_pretrain_steps > 0)."
         )
     key = c.diffusion.key_frame
-    if c.model.residual.get("key_frame_input") and key is not None:
-        if key % c.data.num_frames != c.data.num_frames // 2:
-            raise ValueError(
-                f"model.residual.key_frame_input shows every frame frame N // 2 = "
-                f"{c.data.num_frames // 2}, but diffusion.key_frame={key}; leave key_frame unset."
-            )
+    for field in ("key_frame_input", "key_frame_attn_resolutions"):
+        if c.model.residual.get(field) and key is not None:
+            if key % c.data.num_frames != c.data.num_frames // 2:
+                raise ValueError(
+                    f"model.residual.{field} shows every frame frame N // 2 = "
+                    f"{c.data.num_frames // 2}, but diffusion.key_frame={key}; leave key_frame "
+                    "unset."
+                )
     w = c.diffusion.key_frame_weight
     if w is not None and not 0.0 < w < 1.0:
         raise ValueError(f"diffusion.key_frame_weight must lie in (0, 1) or be None, got {w}.")

@@ -74,6 +74,11 @@ class UNet3DConfig:
     # on their given frame this way). In VideoFusion that slot holds the key frame (the finished
     # one with `diffusion.key_input='clean'`); in VDM the middle frame's noisy latent.
     key_frame_input: bool = False
+    # At these resolutions every frame's positions also attend to every position of the key frame
+    # (frame N // 2; cross-frame attention as Tune-A-Video and Text2Video-Zero attend to their first
+    # frame): a frame can copy what the key frame holds from wherever it is, where temporal
+    # attention only sees the key frame at its own position and convolutions only nearby.
+    key_frame_attn_resolutions: tuple[int, ...] = ()
     dropout: float = 0.0
     scale_shift: bool = False
     zero_init: bool = True

@@ -51,11 +51,44 @@ class TemporalConv(nnx.Module):
         return x + y.reshape(x.shape).astype(x.dtype)
 
 
+class KeyFrameAttention(nnx.Module):
+    """Every frame's positions attend to all positions of the key frame (frame N // 2, as
+    `UNet3DConfig.key_frame_input`): GroupNorm per frame, attention with queries from each frame
+    and keys and values from the key frame, output projection zero-initialised, residual."""
+
+    def __init__(self, channels: int, head_dim: int, opts, rngs: nnx.Rngs):
+        self.norm = layers.GroupNorm(channels, opts, rngs)
+        self.attn = attention.Attention(channels, head_dim, opts, rngs, zero_init=True)
+
+    def __call__(self, x: Array) -> Array:
+        """x `[B, N, H, W, C]` -> the same shape."""
+        b, n = x.shape[:2]
+        h = self.norm(einops.rearrange(x, "b n h w c -> (b n) (h w) 1 c"))
+        h = h.reshape((b, n) + h.shape[1:])
+        key = jnp.broadcast_to(h[:, n // 2 : n // 2 + 1], h.shape)
+        flat = (b * n,) + h.shape[2:]
+        out = self.attn(h.reshape(flat), key.reshape(flat))
+        return x + out.reshape(x.shape).astype(x.dtype)
+
+
 class VideoBlock(nnx.Module):
     """Residual block, temporal convolution, spatial attention, temporal attention (over the
-    frames at each position, or with `spacetime` over all positions of all frames)."""
+    frames at each position, or with `spacetime` over all positions of all frames), and with
+    `key_frame` attention from every frame to the key frame."""
 
-    def __init__(self, cfg, in_ch, out_ch, emb_dim, spatial, temporal, opts, rngs, spacetime=False):
+    def __init__(
+        self,
+        cfg,
+        in_ch,
+        out_ch,
+        emb_dim,
+        spatial,
+        temporal,
+        opts,
+        rngs,
+        spacetime=False,
+        key_frame=False,
+    ):
         self.resnet = blocks.ResBlock.from_config(cfg, in_ch, out_ch, emb_dim, opts, rngs)
         self.temporal_conv = (
             TemporalConv(out_ch, cfg.temporal_conv_layers, cfg.dropout, opts, rngs)
@@ -84,6 +117,9 @@ class VideoBlock(nnx.Module):
             if temporal or spacetime
             else None
         )
+        self.key_frame_attention = (
+            KeyFrameAttention(out_ch, head_dim, opts, rngs) if key_frame else None
+        )
 
     def __call__(self, x: Array, emb: Array, context, rngs) -> Array:
         """x `[B, N, H, W, C]`, emb `[B * N, D]`, context `[B, S, Dc]` or None."""
@@ -97,6 +133,8 @@ class VideoBlock(nnx.Module):
         if self.temporal_attention is not None:
             pattern = "b n h w c -> b (n h w) 1 c" if self.spacetime else "b n h w c -> b n (h w) c"
             y = self.temporal_attention(einops.rearrange(y, pattern)).reshape(y.shape)
+        if self.key_frame_attention is not None:
+            y = self.key_frame_attention(y)
         return y
 
 
@@ -155,6 +193,7 @@ class UNet3D(nnx.Module):
                 opts,
                 rngs,
                 spacetime=res in cfg.spacetime_attn_resolutions,
+                key_frame=res in cfg.key_frame_attn_resolutions,
             )
 
         skips = [chs[0]]
