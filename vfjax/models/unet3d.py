@@ -64,10 +64,11 @@ class KeyFrameAttention(nnx.Module):
         """x `[B, N, H, W, C]` -> the same shape."""
         b, n = x.shape[:2]
         h = self.norm(einops.rearrange(x, "b n h w c -> (b n) (h w) 1 c"))
-        h = h.reshape((b, n) + h.shape[1:])
-        key = jnp.broadcast_to(h[:, n // 2 : n // 2 + 1], h.shape)
-        flat = (b * n,) + h.shape[2:]
-        out = self.attn(h.reshape(flat), key.reshape(flat))
+        h = einops.rearrange(h, "(b n) l 1 c -> b n l 1 c", b=b)
+        # The queries of all frames of a video at once against its key frame's positions: the
+        # key frame's keys and values are projected once per video, not once per frame.
+        queries = einops.rearrange(h, "b n l 1 c -> b (n l) 1 c")
+        out = self.attn(queries, h[:, n // 2])
         return x + out.reshape(x.shape).astype(x.dtype)
 
 
