@@ -7,6 +7,7 @@ are compiled for and never run on, and an installed libtpu changes nothing else 
 `import jax` and a first CPU op take the same 4 s with or without it).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -92,3 +93,48 @@ def test_two_processes_describe_topologies_at_once():
     )
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.strip().splitlines()[-1] == "8" and len(held) == 4
+
+
+def test_table_run_resumes_and_reports_a_failed_case(tmp_path):
+    """`python -m vfjax.bench tpu --out=DIR`: a case whose JSON is in DIR is reused, not compiled
+    again; a case that fails leaves an error row; both land in tpu.json and tpu.md."""
+    out = str(tmp_path)
+    done = {
+        "config": "configs/a.py",
+        "topology": TOPOLOGY,
+        "slices": 1,
+        "chip": "TPU v5e",
+        "devices": 4,
+        "chips": 4,
+        "hbm_gb_per_chip": 17.18,
+        "total_steps": 10,
+        "cases": [],
+    }
+    with open(os.path.join(out, tpu.case_name("configs/a.py", TOPOLOGY, 1) + ".json"), "w") as f:
+        json.dump(done, f)
+    with pytest.raises(ValueError, match="Unknown TPU topology 'v9:1x1'"):
+        tpu.run_table(["configs/a.py"], [TOPOLOGY, "v9:1x1"], [4], out)
+    missing = str(tmp_path / "missing.py")
+    results = tpu.run_table(["configs/a.py", missing], [TOPOLOGY], [4], out, timeout_s=300)
+    assert results[0] == done  # Reused: configs/a.py does not exist, so it was not compiled.
+    assert results[1]["config"] == missing and results[1]["error"].startswith("failed: ")
+    assert tpu.case_name(missing, TOPOLOGY, 1) == "missing_v5e-2x2"
+    assert tpu.case_name("configs/u.py:class", "v5p:2x2x1", 2) == "uclass_v5p-2x2x1_x2"
+    with open(os.path.join(out, "tpu.json")) as f:
+        assert json.load(f) == results
+    with open(os.path.join(out, "tpu.md")) as f:
+        table = f.read()
+    assert f"| {missing} | {TOPOLOGY} | failed: " in table
+    # The command line: --out makes the table; here all from the reused case, nothing compiled.
+    argv = ["-m", "vfjax.bench", "tpu", f"--out={out}", "--configs=configs/a.py"]
+    cli = subprocess.run(
+        [sys.executable, *argv, f"--topology={TOPOLOGY}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "reusing" in cli.stderr and "| config | topology (chips) |" in cli.stdout
+    with open(os.path.join(out, "tpu.json")) as f:
+        assert json.load(f) == [done]

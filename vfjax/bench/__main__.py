@@ -6,7 +6,9 @@
     python -m vfjax.bench fit --out=DIR [--configs=...] [--batches=16,64] [--devices=1,8]
     python -m vfjax.bench efficiency [--tiny] [--json=OUT]
     python -m vfjax.bench tpu --config=configs/ucf101_64.py --topology=v5e:4x4 [--slices=2]
-        [--batches=64,128] [--remat=off|on|both] [--json=OUT]
+        [--batches=64,128] [--remat=off|on|both] [--sample=false] [--json=OUT]
+    python -m vfjax.bench tpu --out=DIR --configs=configs/ucf101_64.py,configs/sky_128.py \
+        --topology=v5e:2x2,v5p:2x2x1 [--batches=...] [--case_timeout_s=S]
     python -m vfjax.bench env [--json=OUT]
 
 Without a command: run and time one config's train step and sampler (the JSON carries at least
@@ -34,10 +36,14 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_
 flags.DEFINE_integer("steps", 10, "Timed train steps (after warm-up).")
 flags.DEFINE_integer("warmup", 2, "Untimed train steps.")
 flags.DEFINE_bool("train", True, "Benchmark the train step.")
-flags.DEFINE_bool("sample", True, "Benchmark the sampler (sampling.num_steps DDIM steps).")
+flags.DEFINE_bool(
+    "sample", True, "Benchmark the sampler (sampling.num_steps DDIM steps); tpu: compile one step."
+)
 flags.DEFINE_integer("sample_batch", 0, "Videos per sampling call (0: sampling.batch_size).")
 flags.DEFINE_string("json", "", "Write the result as JSON to this path.")
-flags.DEFINE_string("out", "", "suite, fit: the directory of the report, logs and case results.")
+flags.DEFINE_string(
+    "out", "", "suite, fit, tpu: the directory of the report, logs and case results."
+)
 flags.DEFINE_bool("tiny", False, "suite, efficiency: every case at a toy size (CPU, minutes).")
 flags.DEFINE_list("cases", [], "suite: run only these cases (names or name prefixes).")
 flags.DEFINE_float("budget_s", 0, "suite: cases starting after this many seconds are skipped.")
@@ -45,9 +51,13 @@ flags.DEFINE_float("case_timeout_s", 0, "suite, fit: each case's limit (0: the c
 flags.DEFINE_string("peer_dir", suite.PEER_DIR, "suite: the peer's scripts (torch, diffusers).")
 flags.DEFINE_string("compilation_cache", "", "suite: JAX's persistent compilation cache dir.")
 flags.DEFINE_list("batches", ["16", "64"], "analyse, fit: global batch sizes.")
-flags.DEFINE_list("configs", ["configs/ucf101_64.py", "configs/ucf101_128.py"], "fit: the configs.")
+flags.DEFINE_list(
+    "configs", ["configs/ucf101_64.py", "configs/ucf101_128.py"], "fit, tpu --out: the configs."
+)
 flags.DEFINE_list("devices", ["1", "8"], "fit: device counts (fake CPU devices, mesh on fsdp).")
-flags.DEFINE_string("topology", "", "tpu: the TPU slice, GENERATION:AxB[xC], e.g. v5e:4x4.")
+flags.DEFINE_string(
+    "topology", "", "tpu: the TPU slice, GENERATION:AxB[xC], e.g. v5e:4x4 (with --out: a list)."
+)
 flags.DEFINE_integer("slices", 1, "tpu: slices of that topology (data spans them, over DCN).")
 flags.DEFINE_enum("remat", "off", ["off", "on", "both"], "tpu: rematerialised train step.")
 FLAGS = flags.FLAGS
@@ -119,6 +129,18 @@ def run_command(command: str):
 
         if not FLAGS.topology:
             raise ValueError("`tpu` needs --topology=GENERATION:AxB[xC], e.g. v5e:4x4.")
+        if FLAGS.out:  # The table: every config on every topology, one process a case.
+            results = tpu.run_table(
+                FLAGS.configs,
+                FLAGS.topology.split(","),
+                _ints(FLAGS.batches, "batches"),
+                FLAGS.out,
+                slices=FLAGS.slices,
+                remat=FLAGS.remat,
+                sample=FLAGS.sample,
+                timeout_s=FLAGS.case_timeout_s or 4 * 3600,
+            )
+            return tpu.table(results), results
         config = _need_config(command)
         result = tpu.analyse(
             config,
@@ -126,6 +148,7 @@ def run_command(command: str):
             _ints(FLAGS.batches, "batches"),
             FLAGS.slices,
             FLAGS.remat,
+            sample=FLAGS.sample,
         )
         result["config"] = config_flags.get_config_filename(FLAGS["config"])
         return tpu.table([result]), result

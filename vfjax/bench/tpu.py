@@ -21,17 +21,19 @@ only, so nothing else in the process (or in a test suite around it) runs on or w
 """
 
 import dataclasses
+import json
 import math
 import os
+import sys
 import time
 
 import jax
 import numpy as np
 
+from vfjax import fileio, run_setup, steps
 from vfjax import flops as flops_lib
-from vfjax import run_setup, steps
 from vfjax.bench import compiled as compiled_lib
-from vfjax.bench import measure
+from vfjax.bench import isolate, measure
 
 GB = 1e9
 
@@ -283,3 +285,70 @@ def table(results: list[dict]) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def case_name(spec: str, topology: str, slices: int) -> str:
+    """The file name of one (config, topology) case: `ucf101_64class_v5e-2x2` (`_x2` for slices)."""
+    config = os.path.basename(spec.split(":")[0]).removesuffix(".py") + spec.partition(":")[2]
+    name = f"{config}_{topology.replace(':', '-')}" + (f"_x{slices}" if slices > 1 else "")
+    return name.replace(",", "+").replace("=", "-")
+
+
+def run_table(
+    configs: list[str],
+    topologies: list[str],
+    batches: list[int],
+    out: str,
+    *,
+    slices: int = 1,
+    remat: str = "off",
+    sample: bool = True,
+    timeout_s: float = 4 * 3600,
+) -> list[dict]:
+    """`analyse` of every config on every topology, each case in its own process (a TPU compile
+    of a paper config holds several GB and takes tens of minutes on a small host), written to
+    OUT/NAME.json as it finishes, then OUT/tpu.json and OUT/tpu.md. A run cut short resumes:
+    cases whose JSON is in OUT are reused."""
+    for topology in topologies:  # Bad names fail here, before any compile.
+        chip_of(topology)
+    os.makedirs(out, exist_ok=True)
+    results = []
+    for spec in configs:
+        for topology in topologies:
+            name = case_name(spec, topology, slices)
+            json_path = os.path.join(out, f"{name}.json")
+            collect = isolate.json_file(json_path)
+            if collect(""):
+                isolate.log(f"[{name}] reusing {json_path}")
+                results.append(collect(""))
+                continue
+            argv = [
+                sys.executable,
+                "-m",
+                "vfjax.bench",
+                "tpu",
+                f"--config={spec}",
+                f"--topology={topology}",
+                f"--slices={slices}",
+                f"--batches={','.join(map(str, batches))}",
+                f"--remat={remat}",
+                f"--sample={sample}",
+                f"--json={json_path}",
+            ]
+            env = dict(os.environ, JAX_PLATFORMS="cpu")
+            case = isolate.run_case(
+                name,
+                argv,
+                timeout_s=timeout_s,
+                log_path=os.path.join(out, f"{name}.log"),
+                env=env,
+                collect=collect,
+            )
+            result = case.pop("result")
+            if result is None:
+                result = {"config": spec, "topology": topology, "slices": slices}
+                result["error"] = f"{case['status']}: {case['error']}"
+            results.append(result)
+    fileio.write_text(os.path.join(out, "tpu.json"), json.dumps(results, indent=2))
+    fileio.write_text(os.path.join(out, "tpu.md"), table(results))
+    return results
