@@ -110,23 +110,23 @@ def test_table_run_resumes_and_reports_a_failed_case(tmp_path):
         "total_steps": 10,
         "cases": [],
     }
-    with open(os.path.join(out, tpu.case_name("configs/a.py", TOPOLOGY, 1) + ".json"), "w") as f:
+    with open(os.path.join(out, tpu.case_name("configs/a.py", TOPOLOGY, 1, 4) + ".json"), "w") as f:
         json.dump(done, f)
     with pytest.raises(ValueError, match="Unknown TPU topology 'v9:1x1'"):
         tpu.run_table(["configs/a.py"], [TOPOLOGY, "v9:1x1"], [4], out)
     missing = str(tmp_path / "missing.py")
     results = tpu.run_table(["configs/a.py", missing], [TOPOLOGY], [4], out, timeout_s=300)
     assert results[0] == done  # Reused: configs/a.py does not exist, so it was not compiled.
-    assert results[1]["config"] == missing and results[1]["error"].startswith("failed: ")
-    assert tpu.case_name(missing, TOPOLOGY, 1) == "missing_v5e-2x2"
-    assert tpu.case_name("configs/u.py:class", "v5p:2x2x1", 2) == "uclass_v5p-2x2x1_x2"
+    assert results[1]["config"] == missing and results[1]["error"].startswith("batch 4: failed: ")
+    assert tpu.case_name(missing, TOPOLOGY, 1, 4) == "missing_v5e-2x2_b4"
+    assert tpu.case_name("configs/u.py:class", "v5p:2x2x1", 2, 8) == "uclass_v5p-2x2x1_x2_b8"
     with open(os.path.join(out, "tpu.json")) as f:
         assert json.load(f) == results
     with open(os.path.join(out, "tpu.md")) as f:
         table = f.read()
-    assert f"| {missing} | {TOPOLOGY} | failed: " in table
+    assert f"| {missing} | {TOPOLOGY} | batch 4: failed: " in table
     # The command line: --out makes the table; here all from the reused case, nothing compiled.
-    argv = ["-m", "vfjax.bench", "tpu", f"--out={out}", "--configs=configs/a.py"]
+    argv = ["-m", "vfjax.bench", "tpu", f"--out={out}", "--configs=configs/a.py", "--batches=4"]
     cli = subprocess.run(
         [sys.executable, *argv, f"--topology={TOPOLOGY}"],
         cwd=ROOT,
@@ -138,3 +138,21 @@ def test_table_run_resumes_and_reports_a_failed_case(tmp_path):
     assert "reusing" in cli.stderr and "| config | topology (chips) |" in cli.stdout
     with open(os.path.join(out, "tpu.json")) as f:
         assert json.load(f) == [done]
+
+
+def test_batches_compiled_apart_give_the_largest_batch_together():
+    """The table compiles each batch in its own process; merged, the two batches of each kind of
+    train step give the largest batch as one `analyse` call over both would."""
+    gb = 1e9
+
+    def case(batch, peak, remat=False):
+        return {"train": {"batch": batch, "remat": remat, "memory": {"peak_bytes": peak}}}
+
+    result = {"topology": TOPOLOGY, "devices": 4, "chips": 4}
+    merged = tpu.with_largest_batches(
+        {**result, "cases": [case(16, 3 * gb), case(8, 2 * gb), case(8, 1.5 * gb, remat=True)]}
+    )
+    chip = tpu.CHIPS["v5e"]
+    small, large = case(8, 2 * gb)["train"], case(16, 3 * gb)["train"]
+    assert merged["largest_batch"] == tpu.largest_batch(small, large, chip, 4, 4) > 16
+    assert "largest_batch_remat" not in merged  # One remat batch: too few to tell.

@@ -232,7 +232,6 @@ def analyse(
     }
     modes = {"off": [False], "on": [True], "both": [False, True]}[remat]
     for use_remat in modes:
-        rows = []
         for batch in batches:
             row = {"train": compile_train(config, devices, batch, use_remat)}
             row["train"]["roofline"] = roofline(row["train"], chip, len(devices), chips)
@@ -242,11 +241,22 @@ def analyse(
             row["train"]["fits"] = peak <= USABLE_FRACTION * chip.hbm_bytes * chips / len(devices)
             if sample and not use_remat:
                 row["sample_step"] = compile_sampler(config, devices, batch)
-            rows.append(row)
+            result["cases"].append(row)
+    return with_largest_batches(result)
+
+
+def with_largest_batches(result: dict) -> dict:
+    """`result` with `largest_batch` (and `largest_batch_remat`) from its smallest and largest
+    batch of each kind of train step, where it holds two batches of that kind."""
+    chip = chip_of(result["topology"])
+    for use_remat in (False, True):
+        rows = sorted(
+            (c["train"] for c in result["cases"] if c["train"]["remat"] == use_remat),
+            key=lambda t: t["batch"],
+        )
         if len(rows) >= 2:
-            fit = largest_batch(rows[0]["train"], rows[-1]["train"], chip, len(devices), chips)
+            fit = largest_batch(rows[0], rows[-1], chip, result["devices"], result["chips"])
             result[f"largest_batch{'_remat' if use_remat else ''}"] = fit
-        result["cases"] += rows
     return result
 
 
@@ -261,7 +271,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         if "error" in r:
             lines.append(f"| {r['config']} | {r['topology']} | {r['error']} |" + " |" * 10)
-            continue
+            if not r.get("cases"):
+                continue
         hbm = r["hbm_gb_per_chip"] * r["chips"] / r["devices"]
         topology = r["topology"] + (f" x{r['slices']}" if r["slices"] > 1 else "")
         largest = f"{r.get('largest_batch') or '?'} ({r.get('largest_batch_remat') or '-'})"
@@ -287,10 +298,11 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def case_name(spec: str, topology: str, slices: int) -> str:
-    """The file name of one (config, topology) case: `ucf101_64class_v5e-2x2` (`_x2` for slices)."""
+def case_name(spec: str, topology: str, slices: int, batch: int | None = None) -> str:
+    """The file name of one case: `ucf101_64class_v5e-2x2_b8` (`_x2` for two slices)."""
     config = os.path.basename(spec.split(":")[0]).removesuffix(".py") + spec.partition(":")[2]
     name = f"{config}_{topology.replace(':', '-')}" + (f"_x{slices}" if slices > 1 else "")
+    name += f"_b{batch}" if batch is not None else ""
     return name.replace(",", "+").replace("=", "-")
 
 
@@ -305,50 +317,60 @@ def run_table(
     sample: bool = True,
     timeout_s: float = 4 * 3600,
 ) -> list[dict]:
-    """`analyse` of every config on every topology, each case in its own process (a TPU compile
-    of a paper config holds several GB and takes tens of minutes on a small host), written to
-    OUT/NAME.json as it finishes, then OUT/tpu.json and OUT/tpu.md. A run cut short resumes:
-    cases whose JSON is in OUT are reused."""
+    """`analyse` of every config on every topology, one process per batch (a TPU compile of a
+    paper config holds several GB and takes tens of minutes on a small host), each written to
+    OUT/NAME.json as it finishes; then, per config and topology, the batches together (with the
+    largest batch that fits) in OUT/tpu.json and OUT/tpu.md. A run cut short resumes: cases
+    whose JSON is in OUT are reused."""
     for topology in topologies:  # Bad names fail here, before any compile.
         chip_of(topology)
     os.makedirs(out, exist_ok=True)
     results = []
     for spec in configs:
         for topology in topologies:
-            name = case_name(spec, topology, slices)
-            json_path = os.path.join(out, f"{name}.json")
-            collect = isolate.json_file(json_path)
-            if collect(""):
-                isolate.log(f"[{name}] reusing {json_path}")
-                results.append(collect(""))
-                continue
-            argv = [
-                sys.executable,
-                "-m",
-                "vfjax.bench",
-                "tpu",
-                f"--config={spec}",
-                f"--topology={topology}",
-                f"--slices={slices}",
-                f"--batches={','.join(map(str, batches))}",
-                f"--remat={remat}",
-                f"--sample={sample}",
-                f"--json={json_path}",
-            ]
-            env = dict(os.environ, JAX_PLATFORMS="cpu")
-            case = isolate.run_case(
-                name,
-                argv,
-                timeout_s=timeout_s,
-                log_path=os.path.join(out, f"{name}.log"),
-                env=env,
-                collect=collect,
-            )
-            result = case.pop("result")
-            if result is None:
-                result = {"config": spec, "topology": topology, "slices": slices}
-                result["error"] = f"{case['status']}: {case['error']}"
-            results.append(result)
+            parts, errors = [], []
+            for batch in batches:
+                name = case_name(spec, topology, slices, batch)
+                part, error = _table_case(
+                    spec, topology, slices, batch, remat, sample, out, name, timeout_s
+                )
+                parts += [part] if part else []
+                errors += [f"batch {batch}: {error}"] if error else []
+            merged = {"config": spec, "topology": topology, "slices": slices}
+            if parts:
+                merged = {**parts[0], **merged, "cases": [c for p in parts for c in p["cases"]]}
+                merged = with_largest_batches(merged)
+            if errors:
+                merged["error"] = "; ".join(errors)
+            results.append(merged)
     fileio.write_text(os.path.join(out, "tpu.json"), json.dumps(results, indent=2))
     fileio.write_text(os.path.join(out, "tpu.md"), table(results))
     return results
+
+
+def _table_case(spec, topology, slices, batch, remat, sample, out, name, timeout_s):
+    """One batch of one config on one topology in its own process: `(result, error)`."""
+    json_path = os.path.join(out, f"{name}.json")
+    collect = isolate.json_file(json_path)
+    if collect(""):
+        isolate.log(f"[{name}] reusing {json_path}")
+        return collect(""), None
+    argv = [
+        sys.executable,
+        "-m",
+        "vfjax.bench",
+        "tpu",
+        f"--config={spec}",
+        f"--topology={topology}",
+        f"--slices={slices}",
+        f"--batches={batch}",
+        f"--remat={remat}",
+        f"--sample={sample}",
+        f"--json={json_path}",
+    ]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    log_path = os.path.join(out, f"{name}.log")
+    case = isolate.run_case(
+        name, argv, timeout_s=timeout_s, log_path=log_path, env=env, collect=collect
+    )
+    return case["result"], None if case["result"] else f"{case['status']}: {case['error']}"
