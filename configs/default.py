@@ -11,8 +11,8 @@ shape kind, sampled with classifier-free guidance at scale 1.5, `config.CLASS_GU
 `runlocal` (a smoke run of about a minute, mostly compiling), and `FIELD=VALUE` pairs.
 Target: no published number; half of the sampled clips obeying the data's law (`data_law` in
 the samples' JSON). Not met: 1.6% of 64 clips after the ten minutes, soft objects moving
-smoothly whose shape kind changes over the clip; the best so far, 18.8%, takes attention to the
-key frame (`model.residual.key_frame_attn_resolutions=(16,)`) and three times the steps
+smoothly whose shape kind changes over the clip; the best so far, 25%, takes attention to the
+key frame (`model.residual.key_frame_attn_resolutions=(8,)`) and three times the steps
 (PERFORMANCE.md, "Quality: does the default learn the data?").
 """
 
