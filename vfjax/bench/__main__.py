@@ -47,10 +47,12 @@ flags.DEFINE_string(
 flags.DEFINE_bool("tiny", False, "suite, efficiency: every case at a toy size (CPU, minutes).")
 flags.DEFINE_list("cases", [], "suite: run only these cases (names or name prefixes).")
 flags.DEFINE_float("budget_s", 0, "suite: cases starting after this many seconds are skipped.")
-flags.DEFINE_float("case_timeout_s", 0, "suite, fit: each case's limit (0: the case's own).")
+flags.DEFINE_float(
+    "case_timeout_s", 0, "suite, fit, tpu --out: each case's limit (0: the case's own)."
+)
 flags.DEFINE_string("peer_dir", suite.PEER_DIR, "suite: the peer's scripts (torch, diffusers).")
 flags.DEFINE_string("compilation_cache", "", "suite: JAX's persistent compilation cache dir.")
-flags.DEFINE_list("batches", ["16", "64"], "analyse, fit: global batch sizes.")
+flags.DEFINE_list("batches", ["16", "64"], "analyse, fit, tpu: global batch sizes.")
 flags.DEFINE_list(
     "configs", ["configs/ucf101_64.py", "configs/ucf101_128.py"], "fit, tpu --out: the configs."
 )
@@ -129,7 +131,7 @@ def run_command(command: str):
 
         if not FLAGS.topology:
             raise ValueError("`tpu` needs --topology=GENERATION:AxB[xC], e.g. v5e:4x4.")
-        if FLAGS.out:  # The table: every config on every topology, one process a case.
+        if FLAGS.out:  # The table: every config on every topology, one process a batch.
             results = tpu.run_table(
                 FLAGS.configs,
                 FLAGS.topology.split(","),
