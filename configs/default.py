@@ -1,6 +1,6 @@
 """The embedded default: VideoFusion on the built-in synthetic moving-shapes videos.
 
-Trains on a CPU in about 12 minutes (2 cores, no download; 11 min 34 s measured) and writes
+Trains on a CPU in about ten minutes (2 cores, no download; 9 min 50 s measured) and writes
 sample videos of shapes moving and bouncing to `WORKDIR/samples/`:
 
     python -m vfjax.main --config=configs/default.py --workdir=runs/default
@@ -48,11 +48,12 @@ def get_config(arg=None):
         channels=16,
         channel_mult=(1, 2),
         num_res_blocks=1,
-        attn_resolutions=(8,),
+        # At 8x8 every frame attends to the key frame's positions (in place of attending to its
+        # own): in the same 1000 steps, brightness steady in about twice as many clips, size in
+        # 1.3x, shapes drawn well in 2x, at the step's cost without it (PERFORMANCE.md, rows
+        # A5, A8, D3 against D's recipe).
+        attn_resolutions=(),
         temporal_attn_resolutions=(8,),
-        # Every frame attends to the key frame at 8x8: in the same 1000 steps, size and
-        # brightness steady in about 1.5x and 2x as many clips, shapes drawn well in 2x
-        # (PERFORMANCE.md, rows A1, A1', A5 against D's recipe), at +18% a step.
         key_frame_attn_resolutions=(8,),
         head_dim=16,
         num_groups=8,
