@@ -12,7 +12,8 @@ shape kind, sampled with classifier-free guidance at scale 1.5, `config.CLASS_GU
 Target: no published number; half of the sampled clips obeying the data's law (`data_law` in
 the samples' JSON). Not met: 1.6% of 64 clips after its 1000 steps, soft objects of steady
 brightness moving smoothly, whose shape kind changes over the clip in most; the best so far, 25%,
-takes three times the steps (PERFORMANCE.md, "Quality: does the default learn the data?").
+took three times the steps, with the frames' own attention at 8x8 kept as well (row A4 of
+PERFORMANCE.md, "Quality: does the default learn the data?").
 """
 
 from vfjax import config as vfc
