@@ -114,12 +114,20 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
         ("optim.schedule", "linear", "optim.schedule must be"),
         ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),
         ("sampling.long_method", "loop", "sampling.long_method must be one of"),
+        ("model.base.patch_size", 0, "model.base.patch_size must be a positive integer"),
+        # 16 pixels: a 3-pixel patch does not tile them; 4-pixel patches leave a 4x4 grid that
+        # the residual generator's second level halves to 2x2, which is fine: 16 % (4 * 2) == 0.
+        ("model.residual.patch_size", 3, r"data.resolution=16 must be divisible by 6 \(model"),
+        ("model.residual.patch_size", 16, r"data.resolution=16 must be divisible by 32"),
     ],
 )
 def test_bad_diffusion_and_optim_fields_are_refused_by_name(field, value, message):
     c = vfc.load_config(os.path.join(ROOT, "configs", "default.py"))
-    section, name = field.split(".")
-    c[section][name] = value
+    *path, name = field.split(".")
+    node = c
+    for part in path:
+        node = node[part]
+    node[name] = value
     with pytest.raises(ValueError, match=message):
         vfc.validate(c, with_data=False)
 

@@ -48,6 +48,8 @@ def _out_shape(build, *args):
         {"scale_shift": True, "mid_attention": False, "attn_resolutions": ()},
         # ADM-512's half-width first level, DDPM's one-sided downsampling pad, rescaled t.
         {"channels": 32, "channel_mult": (0.5, 1), "downsample_padding": 0, "timestep_scale": 0.25},
+        # 2x2-pixel patches: an 8x8 grid with attention on it.
+        {"patch_size": 2},
     ],
 )
 def test_unet2d_shapes(kw):
@@ -65,6 +67,8 @@ def test_unet2d_shapes(kw):
         (8, {"image_size": 32, "channel_mult": (1, 2, 2), "temporal_attn_resolutions": (8,)}),
         (3, {"attn_type": "transformer", "temporal_input_attention": True, "text_dim": 12}),
         (16, {"temporal_conv_layers": 0, "num_classes": 4, "out_channels": 6}),
+        (8, {"patch_size": 2, "key_frame_input": True, "key_frame_attn_resolutions": (8,)}),
+        (4, {"patch_size": 4, "out_channels": 2}),
     ],
 )
 def test_unet3d_shapes(frames, kw):
@@ -74,6 +78,37 @@ def test_unet3d_shapes(frames, kw):
     cond = {"label": jnp.zeros((2,), jnp.int32), "text": jnp.zeros((2, 7, 12))}
     out = _out_shape(lambda rngs: UNet3D(cfg, rngs=rngs), x, jnp.zeros((2,), jnp.int32), cond)
     assert out == (2, frames, s, s, cfg.out_channels)
+
+
+def test_patches_tile_the_image_and_set_the_levels_resolutions():
+    """`patch_size` p: pixel (p i + a, p j + b) is grid cell (i, j)'s channels of slot a p + b,
+    `from_patches` undoes it, and the levels count patches: attention listed at 8 sits on the
+    first level of a 16-pixel network with 2-pixel patches, on the second without patches."""
+    from vfjax.models import blocks
+
+    x = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3)
+    y = np.asarray(blocks.to_patches(x, 2))
+    assert y.shape == (2, 2, 3, 12)
+    for a in range(2):
+        for b in range(2):
+            np.testing.assert_array_equal(
+                y[:, :, :, (2 * a + b) * 3 : (2 * a + b + 1) * 3], x[:, a::2, b::2]
+            )
+    np.testing.assert_array_equal(np.asarray(blocks.from_patches(y, 2)), x)
+    with pytest.raises(ValueError, match="patch_size=3 must be a positive divisor"):
+        blocks.patch_grid(16, 3)
+
+    def attention_levels(**kw):
+        _, params = init.abstract_model(lambda r: UNet2D(tiny2d(mid_attention=False, **kw), rngs=r))
+        tree = nnx.to_pure_dict(params)
+        return (
+            sorted(i for i, level in tree["down_blocks"].items() if level.get("attentions")),
+            tree["conv_in"]["kernel"].shape,
+            tree["conv_out"]["kernel"].shape,
+        )
+
+    assert attention_levels() == ([1], (3, 3, 3, 16), (3, 3, 16, 3))
+    assert attention_levels(patch_size=2) == ([0], (3, 3, 12, 16), (3, 3, 16, 12))
 
 
 def test_parameters_carry_logical_axes_and_counts():

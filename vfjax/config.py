@@ -399,11 +399,18 @@ def validate(
         )
     if not 0.0 <= c.optim.ema_decay < 1.0:
         raise ValueError(f"optim.ema_decay must lie in [0, 1), got {c.optim.ema_decay}.")
-    if c.data.resolution % 2 ** (len(c.model.residual.channel_mult) - 1):
-        raise ValueError(
-            f"data.resolution={c.data.resolution} must be divisible by "
-            f"{2 ** (len(c.model.residual.channel_mult) - 1)} (one halving per UNet level)."
-        )
+    for name in ("base", "residual"):
+        net = c.model[name]
+        if not isinstance(net.patch_size, int) or net.patch_size < 1:
+            raise ValueError(
+                f"model.{name}.patch_size must be a positive integer, got {net.patch_size!r}."
+            )
+        factor = net.patch_size * 2 ** (len(net.channel_mult) - 1)
+        if c.data.resolution % factor:
+            raise ValueError(
+                f"data.resolution={c.data.resolution} must be divisible by {factor} (model."
+                f"{name}: patch_size {net.patch_size}, one halving per UNet level after the first)."
+            )
     if workdir is not None:
         path = fileio.path(workdir)
         if path.exists() and not path.is_dir():

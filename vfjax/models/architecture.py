@@ -19,6 +19,10 @@ class UNet2DConfig:
     out_channels: int = 3
     channels: int = 128  # model width: the timestep embedding's; level i has channels * mult[i]
     channel_mult: tuple[float, ...] = (1, 2, 2, 2)  # whole, except ADM-512's leading 0.5
+    # Space-to-depth on the way in and back on the way out: the network works on
+    # `image_size // patch_size` grids of `patch_size`**2-pixel patches (simple diffusion's
+    # downsampling shortcut; DiT's patches), so its levels and attention resolutions count patches.
+    patch_size: int = 1
     num_res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (16,)
     mid_attention: bool = True
@@ -55,6 +59,7 @@ class UNet3DConfig:
     out_channels: int = 3
     channels: int = 128
     channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    patch_size: int = 1  # As UNet2DConfig.patch_size.
     num_res_blocks: int = 2
     attn_resolutions: tuple[int, ...] = (16, 8)  # spatial attention
     temporal_attn_resolutions: tuple[int, ...] = (64, 32, 16, 8)

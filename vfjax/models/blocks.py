@@ -3,6 +3,7 @@ frame-index and class embeddings."""
 
 import math
 
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -148,3 +149,26 @@ class Upsample(nnx.Module):
 
     def __call__(self, x: Array) -> Array:
         return self.conv(resample_2x(x, "up"))
+
+
+def patch_grid(image_size: int, patch_size: int) -> int:
+    """The side of the patch grid a network works on (`UNet2DConfig.patch_size`)."""
+    if patch_size < 1 or image_size % patch_size:
+        raise ValueError(
+            f"patch_size={patch_size} must be a positive divisor of the image size {image_size}."
+        )
+    return image_size // patch_size
+
+
+def to_patches(x: jax.Array, patch_size: int) -> jax.Array:
+    """Space-to-depth: `[M, H, W, C]` -> `[M, H / p, W / p, p * p * C]`."""
+    if patch_size == 1:
+        return x
+    return einops.rearrange(x, "m (h p) (w r) c -> m h w (p r c)", p=patch_size, r=patch_size)
+
+
+def from_patches(x: jax.Array, patch_size: int) -> jax.Array:
+    """Depth-to-space, `to_patches`' inverse."""
+    if patch_size == 1:
+        return x
+    return einops.rearrange(x, "m h w (p r c) -> m (h p) (w r) c", p=patch_size, r=patch_size)

@@ -83,7 +83,8 @@ class UNet2D(nnx.Module):
                 f"channels {cfg.channels} x channel_mult {cfg.channel_mult} must be whole."
             )
         emb_dim = 4 * cfg.channels
-        self.conv_in = layers.conv(cfg.in_channels, chs[0], opts, rngs)
+        grid = blocks.patch_grid(cfg.image_size, cfg.patch_size)
+        self.conv_in = layers.conv(cfg.in_channels * cfg.patch_size**2, chs[0], opts, rngs)
         self.time_embedding = blocks.EmbeddingMLP(cfg.channels, emb_dim, opts, rngs)
         self.class_embedding = blocks.class_embedding(cfg.num_classes, emb_dim, opts, rngs)
 
@@ -92,7 +93,7 @@ class UNet2D(nnx.Module):
         ch = chs[0]
         for i, out_ch in enumerate(chs):
             last = i == len(chs) - 1
-            res = cfg.image_size // 2**i
+            res = grid // 2**i
             resample = None if last else _resampler(cfg, "down", out_ch, emb_dim, opts, rngs)
             in_chs = [ch] + [out_ch] * (cfg.num_res_blocks - 1)
             down.append(
@@ -113,7 +114,7 @@ class UNet2D(nnx.Module):
 
         up = []
         for i, out_ch in reversed(list(enumerate(chs))):
-            res = cfg.image_size // 2**i
+            res = grid // 2**i
             in_chs = []
             for _ in range(cfg.num_res_blocks + 1):
                 in_chs.append(ch + skips.pop())
@@ -127,7 +128,9 @@ class UNet2D(nnx.Module):
         self.up_blocks = nnx.List(up)
 
         self.conv_norm_out = layers.GroupNorm(ch, opts, rngs)
-        self.conv_out = layers.conv(ch, cfg.out_channels, opts, rngs, zero_init=cfg.zero_init)
+        self.conv_out = layers.conv(
+            ch, cfg.out_channels * cfg.patch_size**2, opts, rngs, zero_init=cfg.zero_init
+        )
 
     def embed(self, t: Array, cond: dict | None) -> Array:
         """Timestep embedding plus the class embedding, `[B, D]`."""
@@ -152,7 +155,7 @@ class UNet2D(nnx.Module):
         with jax.named_scope("base_generator"):
             emb = self.embed(t, cond)
             context = None if cond is None else cond.get("text")
-            h = self.conv_in(x.astype(self.dtype))
+            h = self.conv_in(blocks.to_patches(x.astype(self.dtype), self.cfg.patch_size))
             skips = [h]
             run = _rematerialised if self.cfg.remat else _direct
             for level in self.down_blocks:
@@ -175,7 +178,7 @@ class UNet2D(nnx.Module):
                 if level.resample is not None:
                     h = level.apply_resample(h, emb, rngs)
             h = self.conv_out(self.conv_norm_out(h, act=True))
-            return h.astype(jnp.float32)
+            return blocks.from_patches(h, self.cfg.patch_size).astype(jnp.float32)
 
 
 def _direct(level, j: int, x, emb, context, rngs):

@@ -162,7 +162,8 @@ class UNet3D(nnx.Module):
         self.dtype = opts.dtype
         chs = [cfg.channels * m for m in cfg.channel_mult]
         emb_dim = 4 * chs[0]
-        in_channels = cfg.in_channels * (2 if cfg.key_frame_input else 1)
+        in_channels = cfg.in_channels * (2 if cfg.key_frame_input else 1) * cfg.patch_size**2
+        grid = blocks.patch_grid(cfg.image_size, cfg.patch_size)
         self.conv_in = layers.conv(in_channels, chs[0], opts, rngs)
         self.time_embedding = blocks.EmbeddingMLP(chs[0], emb_dim, opts, rngs)
         self.frame_embedding = (
@@ -201,7 +202,7 @@ class UNet3D(nnx.Module):
         ch = chs[0]
         down, downsamplers = [], []
         for i, out_ch in enumerate(chs):
-            res = cfg.image_size // 2**i
+            res = grid // 2**i
             level = []
             for _ in range(cfg.num_res_blocks):
                 level.append(block(ch, out_ch, res))
@@ -216,7 +217,7 @@ class UNet3D(nnx.Module):
         self.downsamplers = nnx.List(downsamplers)
 
         # Middle: resnet, temporal conv, spatial and temporal attention; resnet, temporal conv.
-        mid_res = cfg.image_size // 2 ** (len(chs) - 1)
+        mid_res = grid // 2 ** (len(chs) - 1)
         mid_spacetime = cfg.mid_attention and mid_res in cfg.spacetime_attn_resolutions
         mid = VideoBlock(
             cfg, ch, ch, emb_dim, cfg.mid_attention, cfg.mid_attention, opts, rngs, mid_spacetime
@@ -226,7 +227,7 @@ class UNet3D(nnx.Module):
 
         up, upsamplers = [], []
         for i, out_ch in reversed(list(enumerate(chs))):
-            res = cfg.image_size // 2**i
+            res = grid // 2**i
             level = []
             for _ in range(cfg.num_res_blocks + 1):
                 level.append(block(ch + skips.pop(), out_ch, res))
@@ -237,7 +238,9 @@ class UNet3D(nnx.Module):
         self.upsamplers = nnx.List(upsamplers)
 
         self.conv_norm_out = layers.GroupNorm(ch, opts, rngs)
-        self.conv_out = layers.conv(ch, cfg.out_channels, opts, rngs, zero_init=cfg.zero_init)
+        self.conv_out = layers.conv(
+            ch, cfg.out_channels * cfg.patch_size**2, opts, rngs, zero_init=cfg.zero_init
+        )
 
     def embed(self, t: Array, num_frames: int, cond: dict | None) -> Array:
         """Per-frame embedding `[B, N, D]`: timestep + frame index + class."""
@@ -267,7 +270,8 @@ class UNet3D(nnx.Module):
             if self.cfg.key_frame_input:
                 k = x.shape[1] // 2  # decomposed.key_frame_index's default; config.validate checks
                 x = jnp.concatenate([x, jnp.broadcast_to(x[:, k : k + 1], x.shape)], axis=-1)
-            h = _frames_apply(self.conv_in, x.astype(self.dtype))
+            p = self.cfg.patch_size
+            h = _frames_apply(lambda y: self.conv_in(blocks.to_patches(y, p)), x.astype(self.dtype))
             if self.input_attention is not None:
                 tokens = einops.rearrange(h, "b n h w c -> b n (h w) c")
                 h = self.input_attention(tokens).reshape(h.shape)
@@ -287,5 +291,7 @@ class UNet3D(nnx.Module):
                     h = run(blk, jnp.concatenate([h, skips.pop()], axis=-1), emb, context, rngs)
                 if upsample is not None:
                     h = _frames_apply(upsample, h)
-            h = _frames_apply(lambda y: self.conv_out(self.conv_norm_out(y, act=True)), h)
+            h = _frames_apply(
+                lambda y: blocks.from_patches(self.conv_out(self.conv_norm_out(y, act=True)), p), h
+            )
             return h.astype(jnp.float32)
