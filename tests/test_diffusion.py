@@ -121,7 +121,7 @@ def test_key_input_x0_shows_the_key_frame_and_leaves_the_others():
     for as_noise in (decomposed.base_as_noise, decomposed.residual_as_noise):
         args = (lambdas, abar) if as_noise is decomposed.residual_as_noise else (abar,)
         with pytest.raises(ValueError, match="prediction must be one of"):
-            as_noise(lambda z, t: z, "x0", *args)
+            as_noise(lambda z, t: z, "score", *args)
 
 
 def test_key_input_x0_changes_only_the_residual_generators_input():
@@ -366,7 +366,66 @@ def test_sampler_with_a_v_oracle_returns_the_data(lam):
     )
     np.testing.assert_allclose(out, x0, atol=2e-3)
     with pytest.raises(ValueError, match="prediction"):
-        decomposed.base_as_noise(base_fn, "x0", abar)
+        decomposed.base_as_noise(base_fn, "score", abar)
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.0])
+def test_sampler_with_an_x0_oracle_returns_the_data(lam):
+    """Networks that output the clean frames (`prediction='x0'`): the base generator the key
+    frame, the residual generator every frame (its key frame's answer unused)."""
+    abar, lambdas, x0, *_ = _setup(seed=4, batch=2, lam=lam)
+    if lam == 0:
+        lambdas = decomposed.independent_lambdas(N)
+    out = sampling.sample(
+        (lambda z, t, c: x0[:, K]) if lam > 0 else None,
+        lambda zr, t, c: x0,
+        x0.shape,
+        jax.random.key(5),
+        jax.random.key(6),
+        lambdas,
+        abar,
+        K,
+        num_steps=10,
+        clip_x0=False,
+        prediction="x0",
+    )
+    np.testing.assert_allclose(out, x0, atol=2e-3)
+
+
+def test_x0_prediction_recovers_the_noise_and_its_loss_has_finite_gradients():
+    """`prediction='x0'`: the exact clean frames give back the exact noise (base and residual;
+    the key frame, with no residual noise, gives 0), the loss of a network off the data has
+    finite gradients (no NaN from the key frame's zero residual scale), and without min-SNR the
+    weights are the x0 loss's, `1 / SNR`."""
+    abar, lambdas, x0, eps, base, residual, t = _setup()
+    z_t = decomposed.q_sample(x0, t, eps, abar)
+    b_hat = decomposed.base_as_noise(lambda z, tt: x0[:, K], "x0", abar)(z_t[:, K], t)
+    np.testing.assert_allclose(b_hat, eps[:, K], atol=2e-3)
+    zr = decomposed.remove_base(z_t, base, t, lambdas, abar)
+    r_hat = decomposed.residual_as_noise(lambda z, tt: x0, "x0", lambdas, abar)(zr, t)
+    others = np.arange(N) != K
+    np.testing.assert_allclose(r_hat[:, others], residual[:, others], atol=2e-3)
+    np.testing.assert_array_equal(r_hat[:, K], 0.0)
+
+    def loss(scale):
+        value, _ = decomposed.videofusion_loss(
+            lambda z, tt: scale * z,
+            lambda z, tt: scale * z,
+            x0,
+            jax.random.key(3),
+            lambdas,
+            abar,
+            K,
+            prediction="x0",
+            min_snr_gamma=5.0,
+        )
+        return value
+
+    value, grad = jax.value_and_grad(loss)(0.7)
+    assert np.isfinite(value) and value > 0 and np.isfinite(grad) and grad != 0
+    tt = jnp.array([0, 500, 999])
+    a = abar[tt]
+    np.testing.assert_allclose(decomposed.loss_weights(tt, abar, "x0", 0.0), (1 - a) / a, rtol=1e-5)
 
 
 def test_loss_weights_min_snr_and_v():
@@ -755,7 +814,7 @@ def test_diffusion_create_passes_every_argument():
     assert decomposed.independent_lambdas(3).dtype == np.float32
     for kwargs, message in (
         (dict(key_input="noisy"), "key_input must be one of"),
-        (dict(prediction="x0"), "prediction must be one of"),
+        (dict(prediction="score"), "prediction must be one of"),
         (dict(min_snr_gamma=-1.0), "min_snr_gamma must be >= 0"),
     ):
         with pytest.raises(ValueError, match=message):

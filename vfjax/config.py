@@ -362,9 +362,9 @@ def validate(
         raise ValueError(
             f"diffusion.key_input must be 'latent', 'x0' or 'clean', got {c.diffusion.key_input!r}."
         )
-    if c.diffusion.prediction not in ("eps", "v"):
+    if c.diffusion.prediction not in ("eps", "v", "x0"):
         raise ValueError(
-            f"diffusion.prediction must be 'eps' or 'v', got {c.diffusion.prediction!r}."
+            f"diffusion.prediction must be 'eps', 'v' or 'x0', got {c.diffusion.prediction!r}."
         )
     if not c.diffusion.min_snr_gamma >= 0.0:
         raise ValueError(

@@ -113,13 +113,15 @@ def q_sample(x0: Array, t: Array, eps: Array, alphas_cumprod: Array) -> Array:
     return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * eps
 
 
-PREDICTIONS = ("eps", "v")
+PREDICTIONS = ("eps", "v", "x0")
 
 
 def base_as_noise(base_fn, prediction: str, alphas_cumprod: Array):
     """The base generator as a noise estimator: `b_hat = sqrt(abar) o + sqrt(1 - abar) z` when it
-    outputs `o = v` (Salimans & Ho 2022: `v = sqrt(abar) eps - sqrt(1 - abar) x0`), itself when
-    it outputs the noise. Extra arguments (a condition) pass through; None stays None."""
+    outputs `o = v` (Salimans & Ho 2022: `v = sqrt(abar) eps - sqrt(1 - abar) x0`),
+    `b_hat = (z - sqrt(abar) o) / sqrt(1 - abar)` when it outputs the clean key frame `o = x0`,
+    itself when it outputs the noise. Extra arguments (a condition) pass through; None stays
+    None."""
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}.")
     if prediction == "eps" or base_fn is None:
@@ -128,6 +130,8 @@ def base_as_noise(base_fn, prediction: str, alphas_cumprod: Array):
     def noise(z, t, *args):
         abar = _bcast(alphas_cumprod[t], z.ndim)
         out = base_fn(z, t, *args).astype(jnp.float32)
+        if prediction == "x0":
+            return (z - jnp.sqrt(abar) * out) / jnp.sqrt(1.0 - abar)
         return jnp.sqrt(abar) * out + jnp.sqrt(1.0 - abar) * z
 
     return noise
@@ -140,7 +144,9 @@ def residual_as_noise(residual_fn, prediction: str, lambdas: Array, alphas_cumpr
     signal scale `a = sqrt(abar)` and noise scale `s[i] = sqrt(1 - abar) sqrt(1 - lam[i])`. With
     `prediction='v'` the network outputs that diffusion's `v = (a r - s x) / rho`,
     `rho = sqrt(a^2 + s^2)`, and `r_hat = (a o + s zr / rho) / rho`; for `lam = 0` (VDM) this is
-    the usual v. At the key frame (`s = 0`) the output has weight 0 in `eps_hat` either way.
+    the usual v. With `prediction='x0'` it outputs the clean frames, `r_hat = (zr - a o) / s`
+    (0 at the key frame, where `s = 0`). At the key frame the output has weight 0 in `eps_hat`
+    either way.
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}.")
@@ -150,8 +156,13 @@ def residual_as_noise(residual_fn, prediction: str, lambdas: Array, alphas_cumpr
     def noise(zr, t, *args):
         a = jnp.sqrt(_bcast(alphas_cumprod[t], zr.ndim))
         s = jnp.sqrt(1.0 - jnp.square(a)) * jnp.sqrt(1.0 - _frames(lambdas, zr.ndim))
-        rho = jnp.sqrt(jnp.square(a) + jnp.square(s))
         out = residual_fn(zr, t, *args).astype(jnp.float32)
+        if prediction == "x0":
+            # The key frame has no residual noise (s = 0): a safe divisor there, so that neither
+            # the value nor its gradient is NaN (jnp.where alone passes NaN gradients through).
+            held = s > 0
+            return jnp.where(held, (zr - a * out) / jnp.where(held, s, 1.0), 0.0)
+        rho = jnp.sqrt(jnp.square(a) + jnp.square(s))
         return (a * out + s * zr / rho) / rho
 
     return noise
@@ -163,7 +174,7 @@ def loss_weights(t: Array, alphas_cumprod: Array, prediction: str, min_snr_gamma
     `min_snr_gamma > 0`: min-SNR-gamma (Hang et al. 2023), `min(SNR, gamma) / SNR`, whatever the
     network outputs (the same weighting of the denoising error in every parametrisation). 0: the
     target's own loss, uniform for `eps`, `1 / abar = (SNR + 1) / SNR` for `v` (the v loss
-    `||v - v_hat||^2` written on the noise).
+    `||v - v_hat||^2` written on the noise), `1 / SNR` for `x0` (`||x0 - x0_hat||^2`).
     """
     abar = alphas_cumprod[t]
     snr = abar / (1.0 - abar)
@@ -171,6 +182,8 @@ def loss_weights(t: Array, alphas_cumprod: Array, prediction: str, min_snr_gamma
         return jnp.minimum(snr, min_snr_gamma) / snr
     if prediction == "v":
         return 1.0 / abar
+    if prediction == "x0":
+        return 1.0 / snr
     return jnp.ones_like(abar)
 
 

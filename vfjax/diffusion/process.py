@@ -23,7 +23,7 @@ class Diffusion:
     # What the residual generator sees at the key frame: 'latent' (the paper's), 'x0' or 'clean'
     # (`decomposed.remove_base`).
     key_input: str = "latent"
-    # What the networks output, 'eps' or 'v' (`decomposed.base_as_noise`), and the loss's
+    # What the networks output, 'eps', 'v' or 'x0' (`decomposed.base_as_noise`), and the loss's
     # min-SNR weighting (0: the target's own loss; `decomposed.loss_weights`).
     prediction: str = "eps"
     min_snr_gamma: float = 0.0

@@ -171,7 +171,7 @@ def sample(
         'clean' first draws the key frame alone to its end (`_draw_key_frame`, a pass of the
         base generator only) and shows that at every step; the base generator's outputs of
         that pass serve the clip's steps too (one base pass per step, not two).
-      prediction: what the networks output, 'eps' or 'v' (`decomposed.base_as_noise`,
+      prediction: what the networks output, 'eps', 'v' or 'x0' (`decomposed.base_as_noise`,
         `decomposed.residual_as_noise`); the sampler works on the noise they imply.
 
     Returns:
