@@ -401,15 +401,14 @@ def validate(
         raise ValueError(f"optim.ema_decay must lie in [0, 1), got {c.optim.ema_decay}.")
     for name in ("base", "residual"):
         net = c.model[name]
-        if not isinstance(net.patch_size, int) or net.patch_size < 1:
-            raise ValueError(
-                f"model.{name}.patch_size must be a positive integer, got {net.patch_size!r}."
-            )
-        factor = net.patch_size * 2 ** (len(net.channel_mult) - 1)
+        patch = net.get("patch_size", 1)  # Absent from configs saved before the field existed.
+        if not isinstance(patch, int) or patch < 1:
+            raise ValueError(f"model.{name}.patch_size must be a positive integer, got {patch!r}.")
+        factor = patch * 2 ** (len(net.channel_mult) - 1)
         if c.data.resolution % factor:
             raise ValueError(
                 f"data.resolution={c.data.resolution} must be divisible by {factor} (model."
-                f"{name}: patch_size {net.patch_size}, one halving per UNet level after the first)."
+                f"{name}: patch_size {patch}, one halving per UNet level after the first)."
             )
     if workdir is not None:
         path = fileio.path(workdir)
