@@ -345,12 +345,19 @@ def _v_oracle(x0, lambdas, abar):
     return base_fn, residual_fn
 
 
+def _x0_oracle(x0, lambdas, abar):
+    """The oracle's answers as the clean frames: the base generator's the key frame, the residual
+    generator's every frame (its key frame's answer unused)."""
+    return (lambda z, t, c: x0[:, K]), (lambda zr, t, c: x0)
+
+
+@pytest.mark.parametrize("prediction,oracle", [("v", _v_oracle), ("x0", _x0_oracle)])
 @pytest.mark.parametrize("lam", [0.5, 0.0])
-def test_sampler_with_a_v_oracle_returns_the_data(lam):
+def test_sampler_with_a_v_or_x0_oracle_returns_the_data(lam, prediction, oracle):
     abar, lambdas, x0, *_ = _setup(seed=4, batch=2, lam=lam)
     if lam == 0:  # The VDM baseline: no key frame, no base generator.
         lambdas = decomposed.independent_lambdas(N)
-    base_fn, residual_fn = _v_oracle(x0, lambdas, abar)
+    base_fn, residual_fn = oracle(x0, lambdas, abar)
     out = sampling.sample(
         base_fn if lam > 0 else None,
         residual_fn,
@@ -362,34 +369,11 @@ def test_sampler_with_a_v_oracle_returns_the_data(lam):
         K,
         num_steps=10,
         clip_x0=False,
-        prediction="v",
+        prediction=prediction,
     )
     np.testing.assert_allclose(out, x0, atol=2e-3)
     with pytest.raises(ValueError, match="prediction"):
         decomposed.base_as_noise(base_fn, "score", abar)
-
-
-@pytest.mark.parametrize("lam", [0.5, 0.0])
-def test_sampler_with_an_x0_oracle_returns_the_data(lam):
-    """Networks that output the clean frames (`prediction='x0'`): the base generator the key
-    frame, the residual generator every frame (its key frame's answer unused)."""
-    abar, lambdas, x0, *_ = _setup(seed=4, batch=2, lam=lam)
-    if lam == 0:
-        lambdas = decomposed.independent_lambdas(N)
-    out = sampling.sample(
-        (lambda z, t, c: x0[:, K]) if lam > 0 else None,
-        lambda zr, t, c: x0,
-        x0.shape,
-        jax.random.key(5),
-        jax.random.key(6),
-        lambdas,
-        abar,
-        K,
-        num_steps=10,
-        clip_x0=False,
-        prediction="x0",
-    )
-    np.testing.assert_allclose(out, x0, atol=2e-3)
 
 
 def test_x0_prediction_recovers_the_noise_and_its_loss_has_finite_gradients():
