@@ -112,6 +112,7 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
         ("diffusion.key_input", "pixels", "diffusion.key_input must be 'latent', 'x0' or 'clean'"),
         ("diffusion.key_frame_weight", 1.5, "key_frame_weight must lie in"),
         ("optim.schedule", "linear", "optim.schedule must be"),
+        ("diffusion.t_sampling", "loss_aware", "diffusion.t_sampling must be 'uniform' or"),
         ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),
         ("sampling.long_method", "loop", "sampling.long_method must be one of"),
         ("model.base.patch_size", 0, "model.base.patch_size must be a positive integer"),
@@ -129,6 +130,30 @@ def test_bad_diffusion_and_optim_fields_are_refused_by_name(field, value, messag
         node = node[part]
     node[name] = value
     with pytest.raises(ValueError, match=message):
+        vfc.validate(c, with_data=False)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"model.residual.key_frame_attn_resolutions": ()},
+        {"diffusion.key_input": "latent"},
+        {"sampling.long_method": "shared_base"},
+        {"model.kind": "vdm"},
+    ],
+    ids=str,
+)
+def test_long_anchor_needs_the_attention_it_feeds(fields):
+    """`sampling.long_anchor` feeds the continuation clips' attention to the key frame: the
+    default (which has it) takes it; without that attention, a clean key frame to show, or
+    continuation clips at all, it is refused before any work."""
+    c = vfc.load_config(os.path.join(ROOT, "configs", "default.py"))
+    c.update_from_flattened_dict({"sampling.long_anchor": True, **fields})
+    if not fields:
+        vfc.validate(c, with_data=False)
+        return
+    with pytest.raises(ValueError, match="sampling.long_anchor needs long_method='continue'"):
         vfc.validate(c, with_data=False)
 
 

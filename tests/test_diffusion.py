@@ -429,6 +429,36 @@ def test_loss_weights_min_snr_and_v():
     np.testing.assert_allclose(w, np.minimum(snr, 0.5) / snr, rtol=1e-5)
 
 
+def test_importance_timesteps_keep_the_loss_expectation_and_go_where_it_is_large():
+    """`t_sampling='importance'`: each batch holds one draw in each of its B quantile strata of
+    the proposal, every draw's factor is `1 / (T q(t))`, so the factor-weighted mean of any
+    per-timestep value matches its uniform mean; most draws land where the min-SNR weighted loss
+    can be large, none of the factors exceeds `1 / IMPORTANCE_FLOOR`."""
+    abar = jnp.asarray(schedules.make_schedule("linear"))
+    batch, num = 8, abar.shape[0]
+    draw = jax.jit(
+        jax.vmap(lambda k: decomposed.sample_timesteps(k, batch, abar, "v", 5.0, "importance"))
+    )
+    t, factor = (np.asarray(x) for x in draw(jax.random.split(jax.random.key(0), 4000)))
+    w = np.asarray(decomposed.loss_weights(jnp.arange(num), abar, "v", 5.0))
+    snr = np.asarray(abar / (1 - abar))
+    bound = w * snr / (1 + snr)
+    q = 0.9 * bound / bound.sum() + 0.1 / num
+    np.testing.assert_allclose(factor, 1.0 / (num * q[t]), rtol=1e-4)
+    assert factor.max() <= 1.0 / decomposed.IMPORTANCE_FLOOR + 1e-4
+    strata = np.searchsorted(np.cumsum(q), np.linspace(0, 1, batch + 1)[1:-1], side="right")
+    for row in t:  # Sorted, one draw per stratum.
+        assert np.all(np.diff(row) >= 0)
+        assert np.all(row[1:] >= strata) and np.all(row[:-1] <= strata)
+    value = np.sin(np.arange(num) / 90.0) + 2.0  # Any per-timestep value.
+    assert np.mean(factor * value[t]) == pytest.approx(value.mean(), rel=0.02)
+    assert np.mean(t < 400) > 0.8  # Uniform draws: 40%.
+    t, factor = decomposed.sample_timesteps(jax.random.key(1), 5, abar, "v", 5.0, "uniform")
+    assert t.shape == (5,) and np.all(np.asarray(factor) == 1.0)
+    with pytest.raises(ValueError, match="t_sampling must be one of"):
+        decomposed.sample_timesteps(jax.random.key(1), 5, abar, "v", 5.0, "loss_aware")
+
+
 def test_ddim_eta0_is_deterministic_and_keys_matter():
     abar, lambdas, x0, *_ = _setup(seed=4, batch=2)
 

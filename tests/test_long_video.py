@@ -1,10 +1,12 @@
 """Long videos from the trained tiny model: what they cost in compiles."""
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from tests.helpers import CLASS_FIELDS, tiny
-from vfjax import sample
+from vfjax import long_video, sample
 
 pytestmark = pytest.mark.xdist_group("class_run")  # Shares the class_run fixture (conftest).
 
@@ -29,3 +31,41 @@ def test_long_video_compiles_each_sampling_program_once(class_run):
         jax.monitoring.unregister_event_duration_listener(listener)
     assert out["long_method"] == "continue" and out["clips"] == 3
     assert len(compiled) == 2, compiled
+
+
+@pytest.mark.parametrize("anchored", [False, True])
+def test_continuation_clips_read_the_first_key_frame_when_anchored(anchored):
+    """`sampling.long_anchor`: every continuation clip gets the first clip's key frame as its
+    `key_reference` (without it, the condition it was given: here none); the held frames are the
+    video's last ones either way. A recording clip sampler stands in for the model."""
+    config = tiny(**{"sampling.long_anchor": anchored})
+    n = config.data.num_frames
+    calls = []
+
+    def clip_sampler(params, base_rng, residual_rng, cond, known):
+        del params, base_rng, residual_rng
+        calls.append((cond, known))
+        start = 100.0 * len(calls)  # Frame values that say which call drew them.
+        frames = start + jnp.arange(n, dtype=jnp.float32)
+        return jnp.broadcast_to(frames[None, :, None, None, None], (2, n, 4, 4, 1))
+
+    held_count, key = long_video.overlap_of(config), n // 2  # Up to the key frame.
+    step = n - held_count
+    total = n + 2 * step  # Three clips.
+    video = long_video.make_long_sampler(config, None, 2, total, clip_sampler)(
+        None, jax.random.key(0), jax.random.key(1), None
+    )
+    assert video.shape == (2, total, 4, 4, 1) and len(calls) == 3
+    assert calls[0] == (None, None)
+    first_key = np.asarray(video[:, key])
+    assert np.all(first_key == 100.0 + key)
+    for j, (cond, (values, mask)) in enumerate(calls[1:], start=1):
+        np.testing.assert_array_equal(np.asarray(mask), np.arange(n) < held_count)
+        end = n + (j - 1) * step
+        held = np.asarray(video[:, end - held_count : end])
+        np.testing.assert_array_equal(np.asarray(values[:, :held_count]), held)
+        if anchored:
+            assert set(cond) == {"key_reference"}
+            np.testing.assert_array_equal(np.asarray(cond["key_reference"]), first_key)
+        else:
+            assert cond is None

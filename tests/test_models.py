@@ -235,12 +235,9 @@ def test_frames_meet_only_in_the_temporal_layers(path):
         assert permutation_error < 1e-5
 
 
-@pytest.mark.parametrize(
-    "fields", [{"key_frame_input": True}, {"key_frame_attn_resolutions": (8,)}], ids=str
-)
-def test_key_frame_reaches_every_frame_from_the_key_frame_only(fields):
-    """`key_frame_input` or key-frame attention with no temporal layer: a change to the key frame
-    (N // 2) moves every frame's output, a change to another frame moves only its own."""
+def _perturbed_frame_wise_net(**fields) -> UNet3D:
+    """An 8x8 one-level UNet3D with no temporal layer (frames meet only through `fields`), its
+    parameters moved off their initial values (zero-initialised projections made non-zero)."""
     cfg = tiny3d(dtype="float32", image_size=8, channel_mult=(1,), **fields, **_NO_TEMPORAL)
     net = init.create_model(lambda r: UNet3D(cfg, rngs=r), jax.random.key(1))
     leaves, treedef = jax.tree.flatten(nnx.state(net, nnx.Param))
@@ -255,6 +252,16 @@ def test_key_frame_reaches_every_frame_from_the_key_frame_only(fields):
             ],
         ),
     )
+    return net
+
+
+@pytest.mark.parametrize(
+    "fields", [{"key_frame_input": True}, {"key_frame_attn_resolutions": (8,)}], ids=str
+)
+def test_key_frame_reaches_every_frame_from_the_key_frame_only(fields):
+    """`key_frame_input` or key-frame attention with no temporal layer: a change to the key frame
+    (N // 2) moves every frame's output, a change to another frame moves only its own."""
+    net = _perturbed_frame_wise_net(**fields)
     n, key = 4, 2
     x = jax.random.normal(jax.random.key(0), (1, n, 8, 8, 3))
     noise = jax.random.normal(jax.random.key(5), (8, 8, 3))
@@ -265,6 +272,32 @@ def test_key_frame_reaches_every_frame_from_the_key_frame_only(fields):
     assert moved_by_key.min() > 1e-2, moved_by_key
     assert moved_by_other[3] > 1e-2
     np.testing.assert_allclose(moved_by_other[:3], 0.0, atol=1e-6)
+
+
+def test_key_reference_replaces_the_key_frame_in_the_attention_only():
+    """`cond['key_reference']` R (a long video's first key frame): with frames meeting only
+    through the attention to the key frame, every other frame's output is the one it has when R
+    sits in the key frame's slot, while the key frame's own path still starts from its own value;
+    R equal to the clip's key frame changes nothing. Without that attention it is refused."""
+    net = _perturbed_frame_wise_net(key_frame_attn_resolutions=(8,))
+    n, key = 4, 2
+    x = jax.random.normal(jax.random.key(0), (2, n, 8, 8, 3))
+    reference = jax.random.normal(jax.random.key(5), (2, 8, 8, 3))
+    t = jnp.full((2,), 500)
+    run = nnx.jit(lambda m, x, t, r: m(x, t, {"key_reference": r}))
+    plain = np.asarray(_forward(net, x, t))
+    in_slot = np.asarray(_forward(net, x.at[:, key].set(reference), t))
+    referenced = np.asarray(run(net, x, t, reference))
+    others = [i for i in range(n) if i != key]
+    np.testing.assert_allclose(referenced[:, others], in_slot[:, others], atol=1e-5)
+    assert np.abs(referenced[:, others] - plain[:, others]).max() > 1e-2
+    # The key frame's own convolutions read its value: neither the plain nor the in-slot output.
+    assert np.abs(referenced[:, key] - in_slot[:, key]).max() > 1e-2
+    assert np.abs(referenced[:, key] - plain[:, key]).max() > 1e-2
+    np.testing.assert_allclose(np.asarray(run(net, x, t, x[:, key])), plain, atol=1e-5)
+    without = _perturbed_frame_wise_net()
+    with pytest.raises(ValueError, match="key_reference needs attention to the key frame"):
+        without(x, t, {"key_reference": reference})
 
 
 def test_bf16_compute_runs_with_fp32_params():

@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
     # min-SNR-gamma (Hang et al. 2023) when `min_snr_gamma > 0`, else by the target's own loss.
     c.diffusion.prediction = "eps"
     c.diffusion.min_snr_gamma = 0.0
+    # How training draws timesteps: 'uniform', or 'importance' (where the weighted loss can be
+    # large, each example re-weighted so the loss keeps its expectation, stratified over the
+    # batch; vfjax.diffusion.decomposed.sample_timesteps).
+    c.diffusion.t_sampling = "uniform"
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "videofusion"  # 'videofusion', 'vdm' or 'image'.
@@ -156,6 +160,11 @@ def base_config() -> ml_collections.ConfigDict:
     # vfjax.diffusion.sampling.make_step); 0 holds them by replacement alone. Each sampling step
     # of a continuation clip then costs a backward pass too.
     c.sampling.long_guidance = 0.0
+    # 'continue': every later clip's attention to the key frame reads the first clip's key frame
+    # (`UNet3D`'s `key_reference`; twice the residual generator's batch in those clips), so that
+    # the object's look is copied from the video's first key frame, not from the last clip's.
+    # Needs `model.residual.key_frame_attn_resolutions` and `diffusion.key_input='clean'`.
+    c.sampling.long_anchor = False
     c.sampling.fps = 8
     c.sampling.seed = 0
     c.sampling.residual_seed = config_dict.placeholder(int)  # None: derived from `seed`.
@@ -366,6 +375,11 @@ def validate(
         raise ValueError(
             f"diffusion.prediction must be 'eps', 'v' or 'x0', got {c.diffusion.prediction!r}."
         )
+    if c.diffusion.get("t_sampling", "uniform") not in ("uniform", "importance"):
+        raise ValueError(
+            f"diffusion.t_sampling must be 'uniform' or 'importance', got "
+            f"{c.diffusion.t_sampling!r}."
+        )
     if not c.diffusion.min_snr_gamma >= 0.0:
         raise ValueError(
             f"diffusion.min_snr_gamma must be >= 0 (0: no min-SNR weighting), got "
@@ -392,6 +406,17 @@ def validate(
             f"sampling.long_guidance must be >= 0 (0: replacement alone), got "
             f"{c.sampling.long_guidance}."
         )
+    if c.sampling.get("long_anchor", False):
+        needs = (
+            c.model.kind == "videofusion"
+            and c.diffusion.key_input == "clean"
+            and tuple(c.model.residual.get("key_frame_attn_resolutions", ()))
+        )
+        if not needs or c.sampling.long_method != "continue":
+            raise ValueError(
+                "sampling.long_anchor needs long_method='continue', model.kind='videofusion', "
+                "diffusion.key_input='clean' and model.residual.key_frame_attn_resolutions."
+            )
     if not 0 <= c.sampling.long_overlap < c.data.num_frames:
         raise ValueError(
             f"sampling.long_overlap must be in [0, {c.data.num_frames - 1}] (0: up to the key "

@@ -16,7 +16,10 @@ A model trained on clips of N frames makes a video of F > N frames in one of two
   'shared'`) or its own (`'new'`). With `sampling.long_guidance = w_r > 0` the generated frames
   are also steered towards the held ones by reconstruction guidance (Ho et al.'s eq. 7,
   `vfjax.diffusion.sampling.make_step`): replacement alone conditions them on the held frames'
-  noisy latents only, and the clips meet with a jump.
+  noisy latents only, and the clips meet with a jump. With `sampling.long_anchor` the later
+  clips' attention to the key frame reads the first clip's key frame (`vfjax.models.unet3d.
+  UNet3D`'s `key_reference`): their held frames say where the object is and how it moves, the
+  first key frame what it looks like.
 
 `make_long_sampler` returns one function for both; `clip_starts` says where each clip's own
 frames begin (for the boundary measures of `vfjax.consistency`).
@@ -85,11 +88,16 @@ def make_long_sampler(config, setup, batch: int, total: int, clip_sampler=None):
     overlap = overlap_of(config)
     mask = np.arange(n) < overlap
     shared = config.sampling.long_base == "shared"
+    anchored = config.sampling.get("long_anchor", False)
+    key = decomposed.key_frame_index(n, config.diffusion.key_frame)
 
     clips = num_clips(config, total)
 
     def long_sampler(params, base_rng, residual_rng, cond):
         video = sampler(params, base_rng, residual_rng, cond, None)
+        clip_cond = cond
+        if anchored:
+            clip_cond = {**(cond or {}), "key_reference": video[:, key]}
         for j in range(1, clips):
             # Progress, clip by clip (each clip needs the one before: waiting costs nothing).
             jax.block_until_ready(video)
@@ -100,7 +108,7 @@ def make_long_sampler(config, setup, batch: int, total: int, clip_sampler=None):
                 params,
                 base_rng if shared else jax.random.fold_in(base_rng, j),
                 jax.random.fold_in(residual_rng, j),
-                cond,
+                clip_cond,
                 (values, mask),
             )
             video = jnp.concatenate([video, clip[:, overlap:]], axis=1)

@@ -29,6 +29,7 @@ def diffusion_from_config(config) -> Diffusion:
         config.diffusion.get("prediction", "eps"),
         config.diffusion.get("min_snr_gamma", 0.0),
         config.diffusion.get("logsnr_shift", 0.0),
+        config.diffusion.get("t_sampling", "uniform"),
     )
 
 
@@ -53,10 +54,11 @@ def make_cond(config, batch: dict, rng: Array | None = None) -> dict | None:
 
 
 def null_cond(config, cond: dict | None) -> dict | None:
-    """The dropped condition: the null class (index `num_classes`) or a zero text embedding."""
+    """The dropped condition: the null class (index `num_classes`) or a zero text embedding; a
+    long video's `key_reference` (`vfjax.models.unet3d.UNet3D`) is kept, not dropped."""
     if cond is None:
         return None
-    out = {}
+    out = {"key_reference": cond["key_reference"]} if "key_reference" in cond else {}
     if "label" in cond:
         out["label"] = jnp.full_like(cond["label"], config.model.num_classes)
     if "text" in cond:
@@ -216,7 +218,8 @@ def sample_videos(
     shape = (num_videos, data.num_frames, data.resolution, data.resolution, data.channels)
     model = state_lib.model_from(setup, params)
     s = config.sampling
-    guidance = float(s.guidance_scale) if cond is not None else 1.0
+    conditioned = cond is not None and ("label" in cond or "text" in cond)
+    guidance = float(s.guidance_scale) if conditioned else 1.0
     return model.sample(
         shape,
         base_rng,

@@ -188,6 +188,46 @@ def loss_weights(t: Array, alphas_cumprod: Array, prediction: str, min_snr_gamma
 
 
 KEY_INPUTS = ("latent", "x0", "clean")
+T_SAMPLINGS = ("uniform", "importance")
+# 'importance': the share of the proposal drawn uniformly, which bounds every example's weight
+# by 1 / IMPORTANCE_FLOOR (the noisiest levels, where the proposal itself is near zero).
+IMPORTANCE_FLOOR = 0.1
+
+
+def sample_timesteps(
+    rng: Array,
+    batch: int,
+    alphas_cumprod: Array,
+    prediction: str,
+    min_snr_gamma: float,
+    method: str = "uniform",
+) -> tuple[Array, Array]:
+    """Timesteps `[B]` of a training batch and the factor `[B]` that keeps the loss's expectation
+    the uniform draw's.
+
+    'uniform': `t ~ U{0..T-1}`, factor 1. 'importance': `t` from the proposal
+    `q(t) ∝ w(t) SNR / (1 + SNR)` mixed with `IMPORTANCE_FLOOR` of the uniform, factor
+    `1 / (T q(t))`, where `w` is `loss_weights` and `SNR / (1 + SNR)` bounds the noise error
+    `E||eps - eps_hat||^2 = SNR E||x0 - x0_hat||^2` of unit-variance data: the examples go where the
+    weighted loss can be large (with the linear schedule and min-SNR 5, 90% of the proposal lies
+    below t = 400, where the uniform draw puts 40%), so a batch holds more examples that teach
+    and the loss keeps its expectation. The draws are stratified over the batch (one offset `u`,
+    quantiles `(i + u) / B`: the low-discrepancy sampler of Kingma et al., "Variational Diffusion
+    Models", 2021), which lowers the variance further.
+    """
+    num = alphas_cumprod.shape[0]
+    if method == "uniform":
+        return jax.random.randint(rng, (batch,), 0, num), jnp.ones((batch,), jnp.float32)
+    if method != "importance":
+        raise ValueError(f"t_sampling must be one of {T_SAMPLINGS}, got {method!r}.")
+    steps = jnp.arange(num)
+    abar = alphas_cumprod
+    snr = abar / (1.0 - abar)
+    bound = loss_weights(steps, alphas_cumprod, prediction, min_snr_gamma) * snr / (1.0 + snr)
+    q = (1.0 - IMPORTANCE_FLOOR) * bound / jnp.sum(bound) + IMPORTANCE_FLOOR / num
+    u = (jnp.arange(batch) + jax.random.uniform(rng)) / batch
+    t = jnp.minimum(jnp.searchsorted(jnp.cumsum(q), u, side="right"), num - 1)
+    return t, 1.0 / (num * q[t])
 
 
 def remove_base(
@@ -278,6 +318,7 @@ def videofusion_loss(
     key_input: str = "latent",
     prediction: str = "eps",
     min_snr_gamma: float = 0.0,
+    t_sampling: str = "uniform",
 ) -> tuple[Array, dict[str, Array]]:
     """The VideoFusion noise-prediction loss with its stop-gradient rule.
 
@@ -303,6 +344,7 @@ def videofusion_loss(
       prediction: what the networks output, 'eps' (the noise) or 'v' (`base_as_noise`,
         `residual_as_noise`); the loss is on the noise they imply either way.
       min_snr_gamma: the per-example weighting (`loss_weights`).
+      t_sampling: how the timesteps are drawn (`sample_timesteps`).
 
     Returns:
       `(loss, terms)`; terms hold `loss_key` (the key frame's weighted MSE) and `loss_residual`
@@ -312,7 +354,9 @@ def videofusion_loss(
     residual_fn = residual_as_noise(residual_fn, prediction, lambdas, alphas_cumprod)
     batch, num_frames = x0.shape[:2]
     t_rng, noise_rng = jax.random.split(rng)
-    t = jax.random.randint(t_rng, (batch,), 0, alphas_cumprod.shape[0])
+    t, t_factor = sample_timesteps(
+        t_rng, batch, alphas_cumprod, prediction, min_snr_gamma, t_sampling
+    )
     eps, _, _ = sample_noise(noise_rng, x0.shape, lambdas)
     z_t = q_sample(x0, t, eps, alphas_cumprod)
 
@@ -335,8 +379,8 @@ def videofusion_loss(
     residual_hat = residual_fn(zr, t)
     eps_hat = combine(base_mix, residual_hat, lambdas)
 
-    weights = _bcast(loss_weights(t, alphas_cumprod, prediction, min_snr_gamma), x0.ndim)
-    squared = weights * jnp.square(eps - eps_hat.astype(jnp.float32))  # [B, N, H, W, C]
+    weights = loss_weights(t, alphas_cumprod, prediction, min_snr_gamma) * t_factor
+    squared = _bcast(weights, x0.ndim) * jnp.square(eps - eps_hat.astype(jnp.float32))
     per_frame = jnp.mean(squared, axis=(0, 2, 3, 4))  # [N]
     if frame_weights is None:
         frame_weights = jnp.full((num_frames,), 1.0 / num_frames, jnp.float32)
@@ -356,6 +400,7 @@ def image_loss(
     alphas_cumprod: Array,
     prediction: str = "eps",
     min_snr_gamma: float = 0.0,
+    t_sampling: str = "uniform",
 ) -> tuple[Array, dict[str, Array]]:
     """Plain image-diffusion loss of the base generator alone on images `[B, H, W, C]`.
 
@@ -365,9 +410,11 @@ def image_loss(
     """
     base_fn = base_as_noise(base_fn, prediction, alphas_cumprod)
     t_rng, noise_rng = jax.random.split(rng)
-    t = jax.random.randint(t_rng, (x0.shape[0],), 0, alphas_cumprod.shape[0])
+    t, t_factor = sample_timesteps(
+        t_rng, x0.shape[0], alphas_cumprod, prediction, min_snr_gamma, t_sampling
+    )
     eps = jax.random.normal(noise_rng, x0.shape, jnp.float32)
     eps_hat = base_fn(q_sample(x0, t, eps, alphas_cumprod), t)
-    weights = _bcast(loss_weights(t, alphas_cumprod, prediction, min_snr_gamma), x0.ndim)
-    loss = jnp.mean(weights * jnp.square(eps - eps_hat.astype(jnp.float32)))
+    weights = loss_weights(t, alphas_cumprod, prediction, min_snr_gamma) * t_factor
+    loss = jnp.mean(_bcast(weights, x0.ndim) * jnp.square(eps - eps_hat.astype(jnp.float32)))
     return loss, {"loss_key": loss}

@@ -27,6 +27,8 @@ class Diffusion:
     # min-SNR weighting (0: the target's own loss; `decomposed.loss_weights`).
     prediction: str = "eps"
     min_snr_gamma: float = 0.0
+    # How training draws its timesteps: 'uniform' or 'importance' (`decomposed.sample_timesteps`).
+    t_sampling: str = "uniform"
 
     @classmethod
     def create(
@@ -41,6 +43,7 @@ class Diffusion:
         prediction: str = "eps",
         min_snr_gamma: float = 0.0,
         logsnr_shift: float = 0.0,
+        t_sampling: str = "uniform",
     ) -> "Diffusion":
         """VideoFusion shares (`lam`, key frame 1) or, for `kind='vdm'`, the baseline's zeros."""
         k = decomposed.key_frame_index(num_frames, key_frame)
@@ -56,6 +59,10 @@ class Diffusion:
             raise ValueError(
                 f"prediction must be one of {decomposed.PREDICTIONS}, got {prediction!r}."
             )
+        if t_sampling not in decomposed.T_SAMPLINGS:
+            raise ValueError(
+                f"t_sampling must be one of {decomposed.T_SAMPLINGS}, got {t_sampling!r}."
+            )
         if not min_snr_gamma >= 0:
             raise ValueError(f"min_snr_gamma must be >= 0 (0: off), got {min_snr_gamma}.")
         return cls(
@@ -65,6 +72,7 @@ class Diffusion:
             key_input,
             prediction,
             float(min_snr_gamma),
+            t_sampling,
         )
 
     @property

@@ -141,7 +141,7 @@ class UNet2D(nnx.Module):
         )
         emb = self.time_embedding(emb.astype(self.dtype))
         if self.class_embedding is not None:
-            labels = cond["label"] if cond is not None else None
+            labels = cond.get("label") if cond is not None else None
             if labels is None:
                 labels = jnp.full(t.shape, self.cfg.num_classes, jnp.int32)
             emb = emb + self.class_embedding(labels).astype(emb.dtype)

@@ -60,15 +60,20 @@ class KeyFrameAttention(nnx.Module):
         self.norm = layers.GroupNorm(channels, opts, rngs)
         self.attn = attention.Attention(channels, head_dim, opts, rngs, zero_init=True)
 
-    def __call__(self, x: Array) -> Array:
-        """x `[B, N, H, W, C]` -> the same shape."""
+    def __call__(self, x: Array, referenced: bool = False) -> Array:
+        """x `[B, N, H, W, C]` -> the same shape. `referenced`: the batch is two halves, the
+        clips and their reference clips (`UNet3D`'s `key_reference`), and both halves attend to
+        the key frame of the second."""
         b, n = x.shape[:2]
         h = self.norm(einops.rearrange(x, "b n h w c -> (b n) (h w) 1 c"))
         h = einops.rearrange(h, "(b n) l 1 c -> b n l 1 c", b=b)
         # The queries of all frames of a video at once against its key frame's positions: the
         # key frame's keys and values are projected once per video, not once per frame.
         queries = einops.rearrange(h, "b n l 1 c -> b (n l) 1 c")
-        out = self.attn(queries, h[:, n // 2])
+        keys = h[:, n // 2]
+        if referenced:
+            keys = jnp.concatenate([keys[b // 2 :]] * 2)
+        out = self.attn(queries, keys)
         return x + out.reshape(x.shape).astype(x.dtype)
 
 
@@ -122,8 +127,9 @@ class VideoBlock(nnx.Module):
             KeyFrameAttention(out_ch, head_dim, opts, rngs) if key_frame else None
         )
 
-    def __call__(self, x: Array, emb: Array, context, rngs) -> Array:
-        """x `[B, N, H, W, C]`, emb `[B * N, D]`, context `[B, S, Dc]` or None."""
+    def __call__(self, x: Array, emb: Array, context, rngs, referenced: bool = False) -> Array:
+        """x `[B, N, H, W, C]`, emb `[B * N, D]`, context `[B, S, Dc]` or None; `referenced` as
+        `KeyFrameAttention`'s."""
         y = _frames_apply(lambda frames: self.resnet(frames, emb, rngs), x)
         if self.temporal_conv is not None:
             y = self.temporal_conv(y, rngs)
@@ -135,16 +141,16 @@ class VideoBlock(nnx.Module):
             pattern = "b n h w c -> b (n h w) 1 c" if self.spacetime else "b n h w c -> b n (h w) c"
             y = self.temporal_attention(einops.rearrange(y, pattern)).reshape(y.shape)
         if self.key_frame_attention is not None:
-            y = self.key_frame_attention(y)
+            y = self.key_frame_attention(y, referenced)
         return y
 
 
-def _direct(block, x, emb, context, rngs):
-    return block(x, emb, context, rngs)
+def _direct(block, x, emb, context, rngs, referenced=False):
+    return block(x, emb, context, rngs, referenced)
 
 
 # The same call, its activations recomputed in the backward pass (`UNet3DConfig.remat`).
-_rematerialised = nnx.remat(_direct)
+_rematerialised = nnx.remat(_direct, static_argnums=5)
 
 
 def _frames_apply(fn, x: Array) -> Array:
@@ -262,11 +268,33 @@ class UNet3D(nnx.Module):
     def __call__(
         self, x: Array, t: Array, cond: dict | None = None, rngs: nnx.Rngs | None = None
     ) -> Array:
-        """Args: x `[B, N, H, W, C]`; t `[B]`; cond {'label': [B], 'text': [B, S, D]} or None; rngs
-        for dropout (None: deterministic). Returns float32 `[B, N, H, W, out_channels]`."""
+        """Args: x `[B, N, H, W, C]`; t `[B]`; cond {'label': [B], 'text': [B, S, D],
+        'key_reference': [B, H, W, C]} or None; rngs for dropout (None: deterministic). Returns
+        float32 `[B, N, H, W, out_channels]`.
+
+        `key_reference`, a frame in the key frame's place for the attention to the key frame
+        (`key_frame_attn_resolutions`): each clip is run a second time with that frame in its
+        key frame's slot (twice the batch), and the attention to the key frame of both copies
+        reads the second's, while the clip's own key frame stays what its frames follow in place
+        and time. A long video's later clips hold the first clip's key frame this way
+        (`vfjax.long_video`, `sampling.long_anchor`) so that what its object looks like does not
+        drift from clip to clip."""
         with jax.named_scope("residual_generator"):
+            b = x.shape[0]
+            reference = None if cond is None else cond.get("key_reference")
+            if reference is not None:
+                if not self.cfg.key_frame_attn_resolutions:
+                    raise ValueError(
+                        "A key_reference needs attention to the key frame "
+                        "(model.residual.key_frame_attn_resolutions is empty)."
+                    )
+                k = x.shape[1] // 2  # KeyFrameAttention's key frame.
+                x = jnp.concatenate([x, x.at[:, k].set(reference.astype(x.dtype))])
+                t = jnp.concatenate([t, t])
+                cond = jax.tree.map(lambda c: jnp.concatenate([c, c]), cond)
             emb = einops.rearrange(self.embed(t, x.shape[1], cond), "b n d -> (b n) d")
             context = None if cond is None else cond.get("text")
+            referenced = reference is not None
             if self.cfg.key_frame_input:
                 k = x.shape[1] // 2  # decomposed.key_frame_index's default; config.validate checks
                 x = jnp.concatenate([x, jnp.broadcast_to(x[:, k : k + 1], x.shape)], axis=-1)
@@ -276,7 +304,11 @@ class UNet3D(nnx.Module):
                 tokens = einops.rearrange(h, "b n h w c -> b n (h w) c")
                 h = self.input_attention(tokens).reshape(h.shape)
             skips = [h]
-            run = _rematerialised if self.cfg.remat else _direct
+            remat = _rematerialised if self.cfg.remat else _direct
+
+            def run(blk, h, emb, context, rngs):
+                return remat(blk, h, emb, context, rngs, referenced)
+
             for level, down in zip(self.down_blocks, self.downsamplers, strict=True):
                 for blk in level:
                     h = run(blk, h, emb, context, rngs)
@@ -294,4 +326,4 @@ class UNet3D(nnx.Module):
             h = _frames_apply(
                 lambda y: blocks.from_patches(self.conv_out(self.conv_norm_out(y, act=True)), p), h
             )
-            return h.astype(jnp.float32)
+            return h[:b].astype(jnp.float32)

@@ -41,6 +41,7 @@ def _frames_as_images_loss(base, x0, rng, diffusion, cond, dropout_rng):
         jnp.asarray(diffusion.alphas_cumprod),
         diffusion.prediction,
         diffusion.min_snr_gamma,
+        diffusion.t_sampling,
     )
 
 
@@ -67,6 +68,7 @@ def _process_loss(base_fn, residual_fn, x0, rng, diffusion: Diffusion, frame_wei
         diffusion.key_input,
         diffusion.prediction,
         diffusion.min_snr_gamma,
+        diffusion.t_sampling,
     )
 
 
