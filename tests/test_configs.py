@@ -138,6 +138,7 @@ def test_bad_diffusion_and_optim_fields_are_refused_by_name(field, value, messag
     [
         {},
         {"model.residual.key_frame_attn_resolutions": ()},
+        {"model.residual.key_frame_attn_resolutions": (4,)},  # No level of the default at 4x4.
         {"diffusion.key_input": "latent"},
         {"sampling.long_method": "shared_base"},
         {"model.kind": "vdm"},

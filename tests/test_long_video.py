@@ -69,3 +69,37 @@ def test_continuation_clips_read_the_first_key_frame_when_anchored(anchored):
             np.testing.assert_array_equal(np.asarray(cond["key_reference"]), first_key)
         else:
             assert cond is None
+
+
+@pytest.fixture(scope="module")
+def key_attention_run(tmp_path_factory) -> str:
+    """The tiny config with attention to the key frame on its one level, trained 3 steps (its
+    zero-initialised attention output then no longer zero)."""
+    from vfjax import train
+
+    workdir = str(tmp_path_factory.mktemp("key_attention") / "run")
+    train.train(tiny(**KEY_ATTENTION, total_steps=3, checkpoint_every_steps=3), workdir)
+    return workdir
+
+
+KEY_ATTENTION = {"model.residual.key_frame_attn_resolutions": (16,)}
+
+
+def test_anchored_long_video_end_to_end(key_attention_run):
+    """`sampling.long_anchor` from the sample command: the first clip is the plain one's, the
+    frame generated after it changes, the name says so; a config whose levels have no attention
+    to the key frame is refused before sampling."""
+
+    def long_video(anchored):
+        fields = {**KEY_ATTENTION, "sampling.num_frames": 5, "sampling.long_anchor": anchored}
+        out = sample.sample(tiny(**fields), key_attention_run)
+        assert out["clips"] == 2 and out["long_video"]["clip_starts"] == [4]
+        return out["paths"][0], np.load(out["paths"][0][: -len(".gif")] + ".npy")
+
+    (plain_path, plain), (anchored_path, anchored) = long_video(False), long_video(True)
+    assert "_anchored" in anchored_path and "_anchored" not in plain_path
+    plain, anchored = plain.astype(np.float32), anchored.astype(np.float32)
+    np.testing.assert_array_equal(anchored[:, :4], plain[:, :4])
+    assert np.abs(anchored[:, 4:] - plain[:, 4:]).mean() > 1e-4
+    with pytest.raises(ValueError, match="sampling.long_anchor needs"):
+        sample.sample(tiny(**{"sampling.long_anchor": True}), key_attention_run)

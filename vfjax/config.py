@@ -407,15 +407,19 @@ def validate(
             f"{c.sampling.long_guidance}."
         )
     if c.sampling.get("long_anchor", False):
+        residual = c.model.residual
+        grid = c.data.resolution // residual.get("patch_size", 1)
+        levels = {grid // 2**i for i in range(len(residual.channel_mult))}
         needs = (
             c.model.kind == "videofusion"
             and c.diffusion.key_input == "clean"
-            and tuple(c.model.residual.get("key_frame_attn_resolutions", ()))
+            and levels & set(residual.get("key_frame_attn_resolutions", ()))
         )
         if not needs or c.sampling.long_method != "continue":
             raise ValueError(
                 "sampling.long_anchor needs long_method='continue', model.kind='videofusion', "
-                "diffusion.key_input='clean' and model.residual.key_frame_attn_resolutions."
+                "diffusion.key_input='clean' and model.residual.key_frame_attn_resolutions at a "
+                "resolution of its levels."
             )
     if not 0 <= c.sampling.long_overlap < c.data.num_frames:
         raise ValueError(

@@ -121,6 +121,7 @@ def _name(config, step: int, total: int, seed: int, residual_seed: int) -> str:
         if s.long_method == "continue":
             name += f"{long_video.overlap_of(config)}_{s.long_base}base"
             name += f"_guided{s.long_guidance:g}" if s.long_guidance > 0 else ""
+            name += "_anchored" if s.get("long_anchor", False) else ""
     if config.data.cond == "class":
         name += f"_label{s.label}" if s.label >= 0 else "_labels"
     return name

@@ -248,6 +248,14 @@ class UNet3D(nnx.Module):
             ch, cfg.out_channels * cfg.patch_size**2, opts, rngs, zero_init=cfg.zero_init
         )
 
+    @property
+    def has_key_frame_attention(self) -> bool:
+        """Whether a block attends to the key frame (a listed resolution that a level has)."""
+        blocks_ = [blk for level in self.down_blocks for blk in level]
+        blocks_ += [blk for level in self.up_blocks for blk in level]
+        blocks_ += [self.mid_block_1, self.mid_block_2]
+        return any(getattr(blk, "key_frame_attention", None) is not None for blk in blocks_)
+
     def embed(self, t: Array, num_frames: int, cond: dict | None) -> Array:
         """Per-frame embedding `[B, N, D]`: timestep + frame index + class."""
         dim = self.cfg.channels * self.cfg.channel_mult[0]
@@ -283,10 +291,10 @@ class UNet3D(nnx.Module):
             b = x.shape[0]
             reference = None if cond is None else cond.get("key_reference")
             if reference is not None:
-                if not self.cfg.key_frame_attn_resolutions:
+                if not self.has_key_frame_attention:
                     raise ValueError(
-                        "A key_reference needs attention to the key frame "
-                        "(model.residual.key_frame_attn_resolutions is empty)."
+                        "A key_reference needs attention to the key frame (no level of the "
+                        "residual generator has a resolution in key_frame_attn_resolutions)."
                     )
                 k = x.shape[1] // 2  # KeyFrameAttention's key frame.
                 x = jnp.concatenate([x, x.at[:, k].set(reference.astype(x.dtype))])
