@@ -113,6 +113,7 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
         ("diffusion.key_frame_weight", 1.5, "key_frame_weight must lie in"),
         ("optim.schedule", "linear", "optim.schedule must be"),
         ("diffusion.t_sampling", "loss_aware", "diffusion.t_sampling must be 'uniform' or"),
+        ("diffusion.t_uniform_share", 0.0, r"diffusion.t_uniform_share must lie in \(0, 1\]"),
         ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),
         ("sampling.long_method", "loop", "sampling.long_method must be one of"),
         ("model.base.patch_size", 0, "model.base.patch_size must be a positive integer"),

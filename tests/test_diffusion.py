@@ -433,7 +433,7 @@ def test_importance_timesteps_keep_the_loss_expectation_and_go_where_it_is_large
     """`t_sampling='importance'`: each batch holds one draw in each of its B quantile strata of
     the proposal, every draw's factor is `1 / (T q(t))`, so the factor-weighted mean of any
     per-timestep value matches its uniform mean; most draws land where the min-SNR weighted loss
-    can be large, none of the factors exceeds `1 / IMPORTANCE_FLOOR`."""
+    can be large, none of the factors exceeds `1 / uniform_share`."""
     abar = jnp.asarray(schedules.make_schedule("linear"))
     batch, num = 8, abar.shape[0]
     draw = jax.jit(
@@ -445,7 +445,7 @@ def test_importance_timesteps_keep_the_loss_expectation_and_go_where_it_is_large
     bound = w * snr / (1 + snr)
     q = 0.9 * bound / bound.sum() + 0.1 / num
     np.testing.assert_allclose(factor, 1.0 / (num * q[t]), rtol=1e-4)
-    assert factor.max() <= 1.0 / decomposed.IMPORTANCE_FLOOR + 1e-4
+    assert factor.max() <= 1.0 / 0.1 + 1e-4
     strata = np.searchsorted(np.cumsum(q), np.linspace(0, 1, batch + 1)[1:-1], side="right")
     for row in t:  # Sorted, one draw per stratum.
         assert np.all(np.diff(row) >= 0)
@@ -457,6 +457,8 @@ def test_importance_timesteps_keep_the_loss_expectation_and_go_where_it_is_large
     assert t.shape == (5,) and np.all(np.asarray(factor) == 1.0)
     with pytest.raises(ValueError, match="t_sampling must be one of"):
         decomposed.sample_timesteps(jax.random.key(1), 5, abar, "v", 5.0, "loss_aware")
+    with pytest.raises(ValueError, match="uniform share must lie in"):
+        decomposed.sample_timesteps(jax.random.key(1), 5, abar, "v", 5.0, "importance", 0.0)
 
 
 def test_ddim_eta0_is_deterministic_and_keys_matter():

@@ -111,6 +111,7 @@ def base_config() -> ml_collections.ConfigDict:
     # large, each example re-weighted so the loss keeps its expectation, stratified over the
     # batch; vfjax.diffusion.decomposed.sample_timesteps).
     c.diffusion.t_sampling = "uniform"
+    c.diffusion.t_uniform_share = 0.1  # 'importance': the share of draws made uniformly.
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "videofusion"  # 'videofusion', 'vdm' or 'image'.
@@ -379,6 +380,10 @@ def validate(
         raise ValueError(
             f"diffusion.t_sampling must be 'uniform' or 'importance', got "
             f"{c.diffusion.t_sampling!r}."
+        )
+    if not 0.0 < c.diffusion.get("t_uniform_share", 0.1) <= 1.0:
+        raise ValueError(
+            f"diffusion.t_uniform_share must lie in (0, 1], got {c.diffusion.t_uniform_share}."
         )
     if not c.diffusion.min_snr_gamma >= 0.0:
         raise ValueError(

@@ -30,6 +30,7 @@ def diffusion_from_config(config) -> Diffusion:
         config.diffusion.get("min_snr_gamma", 0.0),
         config.diffusion.get("logsnr_shift", 0.0),
         config.diffusion.get("t_sampling", "uniform"),
+        config.diffusion.get("t_uniform_share", 0.1),
     )
 
 

@@ -189,9 +189,6 @@ def loss_weights(t: Array, alphas_cumprod: Array, prediction: str, min_snr_gamma
 
 KEY_INPUTS = ("latent", "x0", "clean")
 T_SAMPLINGS = ("uniform", "importance")
-# 'importance': the share of the proposal drawn uniformly, which bounds every example's weight
-# by 1 / IMPORTANCE_FLOOR (the noisiest levels, where the proposal itself is near zero).
-IMPORTANCE_FLOOR = 0.1
 
 
 def sample_timesteps(
@@ -201,12 +198,14 @@ def sample_timesteps(
     prediction: str,
     min_snr_gamma: float,
     method: str = "uniform",
+    uniform_share: float = 0.1,
 ) -> tuple[Array, Array]:
     """Timesteps `[B]` of a training batch and the factor `[B]` that keeps the loss's expectation
     the uniform draw's.
 
     'uniform': `t ~ U{0..T-1}`, factor 1. 'importance': `t` from the proposal
-    `q(t) ∝ w(t) SNR / (1 + SNR)` mixed with `IMPORTANCE_FLOOR` of the uniform, factor
+    `q(t) ∝ w(t) SNR / (1 + SNR)` mixed with `uniform_share` of the uniform (which bounds every
+    factor by `1 / uniform_share`, at the noisiest levels, where the proposal is near zero), factor
     `1 / (T q(t))`, where `w` is `loss_weights` and `SNR / (1 + SNR)` bounds the noise error
     `E||eps - eps_hat||^2 = SNR E||x0 - x0_hat||^2` of unit-variance data: the examples go where the
     weighted loss can be large (with the linear schedule and min-SNR 5, 90% of the proposal lies
@@ -224,7 +223,9 @@ def sample_timesteps(
     abar = alphas_cumprod
     snr = abar / (1.0 - abar)
     bound = loss_weights(steps, alphas_cumprod, prediction, min_snr_gamma) * snr / (1.0 + snr)
-    q = (1.0 - IMPORTANCE_FLOOR) * bound / jnp.sum(bound) + IMPORTANCE_FLOOR / num
+    if not 0.0 < uniform_share <= 1.0:
+        raise ValueError(f"the uniform share must lie in (0, 1], got {uniform_share}.")
+    q = (1.0 - uniform_share) * bound / jnp.sum(bound) + uniform_share / num
     u = (jnp.arange(batch) + jax.random.uniform(rng)) / batch
     t = jnp.minimum(jnp.searchsorted(jnp.cumsum(q), u, side="right"), num - 1)
     return t, 1.0 / (num * q[t])
@@ -319,6 +320,7 @@ def videofusion_loss(
     prediction: str = "eps",
     min_snr_gamma: float = 0.0,
     t_sampling: str = "uniform",
+    t_uniform_share: float = 0.1,
 ) -> tuple[Array, dict[str, Array]]:
     """The VideoFusion noise-prediction loss with its stop-gradient rule.
 
@@ -344,7 +346,7 @@ def videofusion_loss(
       prediction: what the networks output, 'eps' (the noise) or 'v' (`base_as_noise`,
         `residual_as_noise`); the loss is on the noise they imply either way.
       min_snr_gamma: the per-example weighting (`loss_weights`).
-      t_sampling: how the timesteps are drawn (`sample_timesteps`).
+      t_sampling, t_uniform_share: how the timesteps are drawn (`sample_timesteps`).
 
     Returns:
       `(loss, terms)`; terms hold `loss_key` (the key frame's weighted MSE) and `loss_residual`
@@ -355,7 +357,7 @@ def videofusion_loss(
     batch, num_frames = x0.shape[:2]
     t_rng, noise_rng = jax.random.split(rng)
     t, t_factor = sample_timesteps(
-        t_rng, batch, alphas_cumprod, prediction, min_snr_gamma, t_sampling
+        t_rng, batch, alphas_cumprod, prediction, min_snr_gamma, t_sampling, t_uniform_share
     )
     eps, _, _ = sample_noise(noise_rng, x0.shape, lambdas)
     z_t = q_sample(x0, t, eps, alphas_cumprod)
@@ -401,6 +403,7 @@ def image_loss(
     prediction: str = "eps",
     min_snr_gamma: float = 0.0,
     t_sampling: str = "uniform",
+    t_uniform_share: float = 0.1,
 ) -> tuple[Array, dict[str, Array]]:
     """Plain image-diffusion loss of the base generator alone on images `[B, H, W, C]`.
 
@@ -411,7 +414,7 @@ def image_loss(
     base_fn = base_as_noise(base_fn, prediction, alphas_cumprod)
     t_rng, noise_rng = jax.random.split(rng)
     t, t_factor = sample_timesteps(
-        t_rng, x0.shape[0], alphas_cumprod, prediction, min_snr_gamma, t_sampling
+        t_rng, x0.shape[0], alphas_cumprod, prediction, min_snr_gamma, t_sampling, t_uniform_share
     )
     eps = jax.random.normal(noise_rng, x0.shape, jnp.float32)
     eps_hat = base_fn(q_sample(x0, t, eps, alphas_cumprod), t)

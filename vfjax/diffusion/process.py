@@ -29,6 +29,7 @@ class Diffusion:
     min_snr_gamma: float = 0.0
     # How training draws its timesteps: 'uniform' or 'importance' (`decomposed.sample_timesteps`).
     t_sampling: str = "uniform"
+    t_uniform_share: float = 0.1
 
     @classmethod
     def create(
@@ -44,6 +45,7 @@ class Diffusion:
         min_snr_gamma: float = 0.0,
         logsnr_shift: float = 0.0,
         t_sampling: str = "uniform",
+        t_uniform_share: float = 0.1,
     ) -> "Diffusion":
         """VideoFusion shares (`lam`, key frame 1) or, for `kind='vdm'`, the baseline's zeros."""
         k = decomposed.key_frame_index(num_frames, key_frame)
@@ -73,6 +75,7 @@ class Diffusion:
             prediction,
             float(min_snr_gamma),
             t_sampling,
+            float(t_uniform_share),
         )
 
     @property
