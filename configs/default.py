@@ -10,10 +10,10 @@ generator alone, trained as an image model on the frames), `class` (class-condit
 shape kind, sampled with classifier-free guidance at scale 1.5, `config.CLASS_GUIDANCE_SCALE`),
 `runlocal` (a smoke run of about a minute, mostly compiling), and `FIELD=VALUE` pairs.
 Target: no published number; half of the sampled clips obeying the data's law (`data_law` in
-the samples' JSON). Not met: 1.6% of 64 clips after its 1000 steps, soft objects of steady
-brightness moving smoothly, whose shape kind changes over the clip in most; the best so far, 25%,
-took three times the steps, with the frames' own attention at 8x8 kept as well (row A4 of
-PERFORMANCE.md, "Quality: does the default learn the data?").
+the samples' JSON). Not met: 1.6% of 64 clips after its 1000 steps (row I1 of PERFORMANCE.md,
+"Quality: does the default learn the data?"): shapes drawn well in 81% of clips, of steady
+brightness, but whose kind changes over the clip in most and which move too slowly; the best so
+far, 25%, took three times the steps, with the frames' own attention at 8x8 kept as well (A4).
 """
 
 from vfjax import config as vfc
