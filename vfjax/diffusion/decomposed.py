@@ -219,12 +219,12 @@ def sample_timesteps(
         return jax.random.randint(rng, (batch,), 0, num), jnp.ones((batch,), jnp.float32)
     if method != "importance":
         raise ValueError(f"t_sampling must be one of {T_SAMPLINGS}, got {method!r}.")
+    if not 0.0 < uniform_share <= 1.0:
+        raise ValueError(f"the uniform share must lie in (0, 1], got {uniform_share}.")
     steps = jnp.arange(num)
     abar = alphas_cumprod
     snr = abar / (1.0 - abar)
     bound = loss_weights(steps, alphas_cumprod, prediction, min_snr_gamma) * snr / (1.0 + snr)
-    if not 0.0 < uniform_share <= 1.0:
-        raise ValueError(f"the uniform share must lie in (0, 1], got {uniform_share}.")
     q = (1.0 - uniform_share) * bound / jnp.sum(bound) + uniform_share / num
     u = (jnp.arange(batch) + jax.random.uniform(rng)) / batch
     t = jnp.minimum(jnp.searchsorted(jnp.cumsum(q), u, side="right"), num - 1)
