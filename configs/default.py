@@ -10,10 +10,10 @@ generator alone, trained as an image model on the frames), `class` (class-condit
 shape kind, sampled with classifier-free guidance at scale 1.5, `config.CLASS_GUIDANCE_SCALE`),
 `runlocal` (a smoke run of about a minute, mostly compiling), and `FIELD=VALUE` pairs.
 Target: no published number; half of the sampled clips obeying the data's law (`data_law` in
-the samples' JSON). Not met: 1.6% of 64 clips after its 1000 steps (row I1 of PERFORMANCE.md,
-"Quality: does the default learn the data?"): shapes drawn well in 81% of clips, of steady
-brightness, but whose kind changes over the clip in most and which move too slowly; the best so
-far, 25%, took three times the steps, with the frames' own attention at 8x8 kept as well (A4).
+the samples' JSON). Not met: 14% of 64 clips after its 1000 steps (6% with seed 1; rows J9 and
+J10 of PERFORMANCE.md, "Quality: does the default learn the data?"): shapes drawn well in 83% of
+clips, of steady brightness, moving at 1.07-1.08 px a frame (the data: 0.96-1.6), but whose kind
+changes over the clip in more than half and whose track is uneven in two thirds.
 """
 
 from vfjax import config as vfc
@@ -81,6 +81,13 @@ def get_config(arg=None):
     # and I2 against D3; half uniform, I3 and I4, was no better).
     c.diffusion.t_sampling = "importance"
     c.diffusion.t_uniform_share = 0.1
+    # No base noise in the frames other than the key frame (the paper's configs keep 0.5): the
+    # base generator draws the key frame from the base noise, the residual generator the other
+    # frames beside it, attending to it. At this budget a shared base holds the frames to the
+    # key frame's place: the objects moved at 0.72-0.76 px a frame with 0.5, 0.89-0.91 with
+    # 0.25 and 1.07-1.09 with 0 (the data: 1.32); with 0, 6-14% of clips obey the law over two
+    # seeds against 1.6-3.1% (PERFORMANCE.md, rows J1-J10 against I1 and I2).
+    c.diffusion.lam = 0.0
 
     # The 2 cores as 2 single-threaded devices: the train step alone +22% videos/s (PERFORMANCE.md,
     # "Where the step time goes"); in the README's whole run, with the input pipeline on the

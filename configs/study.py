@@ -12,13 +12,14 @@ that the whole study fits about 3 hours of a 2-core CPU: see the report) and eva
 `cpu` protocol (I3D FVD and KVD on 9-frame videos) with the synthetic set's law beside it.
 
 - RQ1, does a shared base noise make videos more coherent? (paper: VideoFusion beats VDM):
-  `vf` against `vdm_steps` (the VDM of as many parameters, as many steps) and `vdm_time` (as
-  much training wall time).
+  `vf` (the default: the key frame from the base noise, no base noise in the other frames) and
+  `lam05` (the paper's share, 0.5) against `vdm_steps` (the VDM of as many parameters, as many
+  steps) and `vdm_time` (as much training wall time).
 - RQ2, does a pretrained image model as base help? (paper: yes): `pretrained` (the base trained
   alone on frames first, `base_pretrain_steps`, then jointly, in as much wall time as `vf`)
   against `vf`.
-- RQ3, which base share lambda? (paper: about 0.5 beats smaller and larger): `vf` (0.5) against
-  `lam0`, `lam025`, `lam075`.
+- RQ3, which base share lambda? (paper: about 0.5 beats smaller and larger): `lam05` (0.5)
+  against `vf` (0, the default's), `lam025`, `lam075`.
 - RQ4, does joint training with the stop-gradient rule help? (paper: yes): `vf` against
   `no_stop_gradient`; `pretrained` (joint) against `frozen` (the pretrained base frozen).
 - RQ5, do long videos stay coherent with a fixed base? (paper: yes, 512 frames): the `vf` runs'
@@ -93,8 +94,8 @@ def _arms(c, tiny: bool) -> dict[str, dict]:
         "vdm_time": {**vdm, "total_steps": VDM_TIME_STEPS},
         "pretrained": pretrained,
         "frozen": {**pretrained, "optim.freeze_base": True},
-        "lam0": {"diffusion.lam": 0.0},
         "lam025": {"diffusion.lam": 0.25},
+        "lam05": {"diffusion.lam": 0.5},
         "lam075": {"diffusion.lam": 0.75},
         "no_stop_gradient": {"diffusion.base_stop_gradient": False},
         "key_latent": {"diffusion.key_input": "latent"},
@@ -106,7 +107,8 @@ def get_sweep(arg=None):
     c = get_config(arg)
     points = []
     for arm, fields in _arms(c, tiny).items():
-        seeds = (0,) if tiny else SEEDS_RQ1 if arm in ("vf", "vdm_steps", "vdm_time") else SEEDS
+        rq1 = ("vf", "lam05", "vdm_steps", "vdm_time")
+        seeds = (0,) if tiny else SEEDS_RQ1 if arm in rq1 else SEEDS
         for seed in seeds:
             point = {"_name": f"{arm}_s{seed}", "_arm": arm, "seed": seed, **fields}
             if arm == "vf":
@@ -151,8 +153,9 @@ def get_study(arg=None) -> dict:
     if tiny:
         questions = [rq1]
     else:
+        rq1["arms"]["lam05"] = "VideoFusion, the paper's lambda 0.5"
         rq1["arms"]["vdm_time"] = "VDM, as much wall time"
-        rq1["comparisons"].append(("vf", "vdm_time"))
+        rq1["comparisons"] += [("vf", "vdm_time"), ("lam05", "vdm_steps"), ("lam05", "vdm_time")]
         questions = [
             rq1,
             {
@@ -168,12 +171,12 @@ def get_study(arg=None) -> dict:
                 "question": "which base share lambda?",
                 "finding": "about 0.5 beats smaller and larger.",
                 "arms": {
-                    "lam0": "lambda 0",
+                    "vf": "lambda 0 (the default)",
                     "lam025": "lambda 0.25",
-                    "vf": "lambda 0.5",
+                    "lam05": "lambda 0.5 (the paper's)",
                     "lam075": "lambda 0.75",
                 },
-                "comparisons": [("vf", "lam0"), ("vf", "lam025"), ("vf", "lam075")],
+                "comparisons": [("lam05", "vf"), ("lam05", "lam025"), ("lam05", "lam075")],
                 "measures": ["fvd", "kvd", "law", "jump"],
             },
             {
@@ -246,7 +249,7 @@ def _plots() -> list[dict]:
             "series": [
                 {
                     "label": "VideoFusion",
-                    "arms": {"lam0": 0.0, "lam025": 0.25, "vf": 0.5, "lam075": 0.75},
+                    "arms": {"vf": 0.0, "lam025": 0.25, "lam05": 0.5, "lam075": 0.75},
                 }
             ],
             "line": True,

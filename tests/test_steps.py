@@ -208,7 +208,7 @@ def test_diffusion_from_config_defaults_of_an_older_config():
     for field in ("key_input", "prediction", "min_snr_gamma", "logsnr_shift"):
         del c.diffusion[field]
     got = steps.diffusion_from_config(c)
-    want = Diffusion.create("videofusion", N, 0.5, None, "linear", 1000)
+    want = Diffusion.create("videofusion", N, c.diffusion.lam, None, "linear", 1000)
     assert_same_diffusion(got, want)
     assert (got.key_input, got.prediction, got.min_snr_gamma) == ("latent", "eps", 0.0)
 
