@@ -106,8 +106,8 @@ def get_sweep(arg=None):
     tiny = "tiny" in (arg or "")
     c = get_config(arg)
     points = []
+    rq1 = ("vf", "lam05", "vdm_steps", "vdm_time")
     for arm, fields in _arms(c, tiny).items():
-        rq1 = ("vf", "lam05", "vdm_steps", "vdm_time")
         seeds = (0,) if tiny else SEEDS_RQ1 if arm in rq1 else SEEDS
         for seed in seeds:
             point = {"_name": f"{arm}_s{seed}", "_arm": arm, "seed": seed, **fields}
