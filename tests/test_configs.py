@@ -114,6 +114,7 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
         ("optim.schedule", "linear", "optim.schedule must be"),
         ("diffusion.t_sampling", "loss_aware", "diffusion.t_sampling must be 'uniform' or"),
         ("diffusion.t_uniform_share", 0.0, r"diffusion.t_uniform_share must lie in \(0, 1\]"),
+        ("diffusion.snr_floor", 6.0, r"diffusion.snr_floor must lie in \[0, diffusion.min_snr"),
         ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),
         ("sampling.long_method", "loop", "sampling.long_method must be one of"),
         ("model.base.patch_size", 0, "model.base.patch_size must be a positive integer"),

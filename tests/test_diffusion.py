@@ -427,6 +427,30 @@ def test_loss_weights_min_snr_and_v():
     # Any positive gamma weights, a small one too.
     w = decomposed.loss_weights(t, abar, "eps", 0.5)
     np.testing.assert_allclose(w, np.minimum(snr, 0.5) / snr, rtol=1e-5)
+    # A floor: the clean-frame error keeps weight 1 where SNR < 1 (truncated SNR), the cap stays.
+    w = decomposed.loss_weights(t, abar, "v", 5.0, 1.0)
+    np.testing.assert_allclose(w, np.clip(snr, 1.0, 5.0) / snr, rtol=1e-5)
+    assert snr[2] < 1 < 5 < snr[0]  # Each of the three branches is met.
+    assert w[2] == pytest.approx(1 / snr[2], rel=1e-5) and w[2] > 100
+    assert w[0] == pytest.approx(5 / snr[0], rel=1e-5)
+
+
+def test_importance_timesteps_follow_the_floored_weights():
+    """With a floor on the min-SNR weight the proposal follows the floored weights: more of the
+    draws go to the noisiest levels than without it, and the factors still keep the expectation."""
+    abar = jnp.asarray(schedules.make_schedule("linear"))
+    num = abar.shape[0]
+    keys = jax.random.split(jax.random.key(0), 2000)
+
+    def draw(floor):
+        fn = lambda k: decomposed.sample_timesteps(k, 8, abar, "v", 5.0, "importance", 0.1, floor)
+        return (np.asarray(x) for x in jax.jit(jax.vmap(fn))(keys))
+
+    t0, _ = draw(0.0)
+    t1, factor = draw(1.0)
+    assert np.mean(t1 > 500) > np.mean(t0 > 500) + 0.2
+    value = np.cos(np.arange(num) / 70.0) + 2.0
+    assert np.mean(factor * value[t1]) == pytest.approx(value.mean(), rel=0.02)
 
 
 def test_importance_timesteps_keep_the_loss_expectation_and_go_where_it_is_large():
@@ -832,6 +856,8 @@ def test_diffusion_create_passes_every_argument():
         (dict(key_input="noisy"), "key_input must be one of"),
         (dict(prediction="score"), "prediction must be one of"),
         (dict(min_snr_gamma=-1.0), "min_snr_gamma must be >= 0"),
+        (dict(snr_floor=1.0), "snr_floor must lie in"),
+        (dict(min_snr_gamma=5.0, snr_floor=6.0), "snr_floor must lie in"),
     ):
         with pytest.raises(ValueError, match=message):
             Diffusion.create("videofusion", 4, **kwargs)

@@ -156,6 +156,7 @@ FIELDS = (
     "diffusion.key_input",
     "diffusion.prediction",
     "diffusion.min_snr_gamma",
+    "diffusion.snr_floor",
     "init.base_checkpoint",
     "model.kind",
     "optim.freeze_base",

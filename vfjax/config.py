@@ -107,6 +107,10 @@ def base_config() -> ml_collections.ConfigDict:
     # min-SNR-gamma (Hang et al. 2023) when `min_snr_gamma > 0`, else by the target's own loss.
     c.diffusion.prediction = "eps"
     c.diffusion.min_snr_gamma = 0.0
+    # With min-SNR: the least weight of the clean-frame error at any noise level (0: none; 1:
+    # truncated SNR, Salimans & Ho 2022), so the noisiest levels, where a clip's layout and
+    # motion are chosen, are not weighted near zero (`decomposed.loss_weights`).
+    c.diffusion.snr_floor = 0.0
     # How training draws timesteps: 'uniform', or 'importance' (where the weighted loss can be
     # large, each example re-weighted so the loss keeps its expectation, stratified over the
     # batch; vfjax.diffusion.decomposed.sample_timesteps).
@@ -388,6 +392,13 @@ def validate(
     if not c.diffusion.min_snr_gamma >= 0.0:
         raise ValueError(
             f"diffusion.min_snr_gamma must be >= 0 (0: no min-SNR weighting), got "
+            f"{c.diffusion.min_snr_gamma}."
+        )
+    floor = c.diffusion.get("snr_floor", 0.0)
+    if floor and not (c.diffusion.min_snr_gamma > 0 and 0.0 <= floor <= c.diffusion.min_snr_gamma):
+        raise ValueError(
+            f"diffusion.snr_floor must lie in [0, diffusion.min_snr_gamma] and needs min-SNR "
+            f"weighting (min_snr_gamma > 0), got snr_floor={floor}, min_snr_gamma="
             f"{c.diffusion.min_snr_gamma}."
         )
     if not 0.0 <= c.diffusion.cond_drop_rate <= 1.0:

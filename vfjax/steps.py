@@ -31,6 +31,7 @@ def diffusion_from_config(config) -> Diffusion:
         config.diffusion.get("logsnr_shift", 0.0),
         config.diffusion.get("t_sampling", "uniform"),
         config.diffusion.get("t_uniform_share", 0.1),
+        config.diffusion.get("snr_floor", 0.0),
     )
 
 

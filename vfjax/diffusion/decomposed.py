@@ -168,18 +168,24 @@ def residual_as_noise(residual_fn, prediction: str, lambdas: Array, alphas_cumpr
     return noise
 
 
-def loss_weights(t: Array, alphas_cumprod: Array, prediction: str, min_snr_gamma: float) -> Array:
+def loss_weights(
+    t: Array, alphas_cumprod: Array, prediction: str, min_snr_gamma: float, snr_floor: float = 0.0
+) -> Array:
     """Per-example weights `[B]` of the noise-prediction loss `||eps - eps_hat||^2`.
 
     `min_snr_gamma > 0`: min-SNR-gamma (Hang et al. 2023), `min(SNR, gamma) / SNR`, whatever the
-    network outputs (the same weighting of the denoising error in every parametrisation). 0: the
-    target's own loss, uniform for `eps`, `1 / abar = (SNR + 1) / SNR` for `v` (the v loss
-    `||v - v_hat||^2` written on the noise), `1 / SNR` for `x0` (`||x0 - x0_hat||^2`).
+    network outputs (the same weighting of the denoising error in every parametrisation); with
+    `snr_floor > 0`, `max(min(SNR, gamma), snr_floor) / SNR`: the clean-frame error
+    (`||eps - eps_hat||^2 = SNR ||x0 - x0_hat||^2`) keeps at least the weight `snr_floor` at the
+    noisiest levels, where min-SNR alone weights it by `SNR` (near 0); `snr_floor=1` is Salimans
+    and Ho's (2022) truncated-SNR weighting `max(SNR, 1)` capped at `gamma`. 0: the target's own
+    loss, uniform for `eps`, `1 / abar = (SNR + 1) / SNR` for `v` (the v loss `||v - v_hat||^2`
+    written on the noise), `1 / SNR` for `x0` (`||x0 - x0_hat||^2`).
     """
     abar = alphas_cumprod[t]
     snr = abar / (1.0 - abar)
     if min_snr_gamma > 0:
-        return jnp.minimum(snr, min_snr_gamma) / snr
+        return jnp.maximum(jnp.minimum(snr, min_snr_gamma), snr_floor) / snr
     if prediction == "v":
         return 1.0 / abar
     if prediction == "x0":
@@ -199,6 +205,7 @@ def sample_timesteps(
     min_snr_gamma: float,
     method: str = "uniform",
     uniform_share: float = 0.1,
+    snr_floor: float = 0.0,
 ) -> tuple[Array, Array]:
     """Timesteps `[B]` of a training batch and the factor `[B]` that keeps the loss's expectation
     the uniform draw's.
@@ -224,7 +231,8 @@ def sample_timesteps(
     steps = jnp.arange(num)
     abar = alphas_cumprod
     snr = abar / (1.0 - abar)
-    bound = loss_weights(steps, alphas_cumprod, prediction, min_snr_gamma) * snr / (1.0 + snr)
+    weight = loss_weights(steps, alphas_cumprod, prediction, min_snr_gamma, snr_floor)
+    bound = weight * snr / (1.0 + snr)
     q = (1.0 - uniform_share) * bound / jnp.sum(bound) + uniform_share / num
     u = (jnp.arange(batch) + jax.random.uniform(rng)) / batch
     t = jnp.minimum(jnp.searchsorted(jnp.cumsum(q), u, side="right"), num - 1)
@@ -321,6 +329,7 @@ def videofusion_loss(
     min_snr_gamma: float = 0.0,
     t_sampling: str = "uniform",
     t_uniform_share: float = 0.1,
+    snr_floor: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
     """The VideoFusion noise-prediction loss with its stop-gradient rule.
 
@@ -345,7 +354,7 @@ def videofusion_loss(
       key_input: what the residual generator sees at the key frame (`remove_base`).
       prediction: what the networks output, 'eps' (the noise) or 'v' (`base_as_noise`,
         `residual_as_noise`); the loss is on the noise they imply either way.
-      min_snr_gamma: the per-example weighting (`loss_weights`).
+      min_snr_gamma, snr_floor: the per-example weighting (`loss_weights`).
       t_sampling, t_uniform_share: how the timesteps are drawn (`sample_timesteps`).
 
     Returns:
@@ -357,7 +366,14 @@ def videofusion_loss(
     batch, num_frames = x0.shape[:2]
     t_rng, noise_rng = jax.random.split(rng)
     t, t_factor = sample_timesteps(
-        t_rng, batch, alphas_cumprod, prediction, min_snr_gamma, t_sampling, t_uniform_share
+        t_rng,
+        batch,
+        alphas_cumprod,
+        prediction,
+        min_snr_gamma,
+        t_sampling,
+        t_uniform_share,
+        snr_floor,
     )
     eps, _, _ = sample_noise(noise_rng, x0.shape, lambdas)
     z_t = q_sample(x0, t, eps, alphas_cumprod)
@@ -381,7 +397,7 @@ def videofusion_loss(
     residual_hat = residual_fn(zr, t)
     eps_hat = combine(base_mix, residual_hat, lambdas)
 
-    weights = loss_weights(t, alphas_cumprod, prediction, min_snr_gamma) * t_factor
+    weights = loss_weights(t, alphas_cumprod, prediction, min_snr_gamma, snr_floor) * t_factor
     squared = _bcast(weights, x0.ndim) * jnp.square(eps - eps_hat.astype(jnp.float32))
     per_frame = jnp.mean(squared, axis=(0, 2, 3, 4))  # [N]
     if frame_weights is None:
@@ -404,6 +420,7 @@ def image_loss(
     min_snr_gamma: float = 0.0,
     t_sampling: str = "uniform",
     t_uniform_share: float = 0.1,
+    snr_floor: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
     """Plain image-diffusion loss of the base generator alone on images `[B, H, W, C]`.
 
@@ -414,10 +431,17 @@ def image_loss(
     base_fn = base_as_noise(base_fn, prediction, alphas_cumprod)
     t_rng, noise_rng = jax.random.split(rng)
     t, t_factor = sample_timesteps(
-        t_rng, x0.shape[0], alphas_cumprod, prediction, min_snr_gamma, t_sampling, t_uniform_share
+        t_rng,
+        x0.shape[0],
+        alphas_cumprod,
+        prediction,
+        min_snr_gamma,
+        t_sampling,
+        t_uniform_share,
+        snr_floor,
     )
     eps = jax.random.normal(noise_rng, x0.shape, jnp.float32)
     eps_hat = base_fn(q_sample(x0, t, eps, alphas_cumprod), t)
-    weights = loss_weights(t, alphas_cumprod, prediction, min_snr_gamma) * t_factor
+    weights = loss_weights(t, alphas_cumprod, prediction, min_snr_gamma, snr_floor) * t_factor
     loss = jnp.mean(_bcast(weights, x0.ndim) * jnp.square(eps - eps_hat.astype(jnp.float32)))
     return loss, {"loss_key": loss}

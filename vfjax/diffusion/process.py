@@ -30,6 +30,8 @@ class Diffusion:
     # How training draws its timesteps: 'uniform' or 'importance' (`decomposed.sample_timesteps`).
     t_sampling: str = "uniform"
     t_uniform_share: float = 0.1
+    # The floor of the min-SNR weight of the clean-frame error (`decomposed.loss_weights`).
+    snr_floor: float = 0.0
 
     @classmethod
     def create(
@@ -46,6 +48,7 @@ class Diffusion:
         logsnr_shift: float = 0.0,
         t_sampling: str = "uniform",
         t_uniform_share: float = 0.1,
+        snr_floor: float = 0.0,
     ) -> "Diffusion":
         """VideoFusion shares (`lam`, key frame 1) or, for `kind='vdm'`, the baseline's zeros."""
         k = decomposed.key_frame_index(num_frames, key_frame)
@@ -67,6 +70,11 @@ class Diffusion:
             )
         if not min_snr_gamma >= 0:
             raise ValueError(f"min_snr_gamma must be >= 0 (0: off), got {min_snr_gamma}.")
+        if snr_floor and not (min_snr_gamma > 0 and 0 <= snr_floor <= min_snr_gamma):
+            raise ValueError(
+                f"snr_floor must lie in [0, min_snr_gamma] and needs min_snr_gamma > 0, got "
+                f"snr_floor={snr_floor}, min_snr_gamma={min_snr_gamma}."
+            )
         return cls(
             schedules.make_schedule(schedule, num_timesteps, logsnr_shift),
             np.asarray(lambdas),
@@ -76,6 +84,7 @@ class Diffusion:
             float(min_snr_gamma),
             t_sampling,
             float(t_uniform_share),
+            float(snr_floor),
         )
 
     @property

@@ -43,6 +43,7 @@ def _frames_as_images_loss(base, x0, rng, diffusion, cond, dropout_rng):
         diffusion.min_snr_gamma,
         diffusion.t_sampling,
         diffusion.t_uniform_share,
+        diffusion.snr_floor,
     )
 
 
@@ -71,6 +72,7 @@ def _process_loss(base_fn, residual_fn, x0, rng, diffusion: Diffusion, frame_wei
         diffusion.min_snr_gamma,
         diffusion.t_sampling,
         diffusion.t_uniform_share,
+        diffusion.snr_floor,
     )
 
 
