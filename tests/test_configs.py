@@ -114,6 +114,7 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
         ("optim.schedule", "linear", "optim.schedule must be"),
         ("diffusion.t_sampling", "loss_aware", "diffusion.t_sampling must be 'uniform' or"),
         ("diffusion.t_uniform_share", 0.0, r"diffusion.t_uniform_share must lie in \(0, 1\]"),
+        ("diffusion.base_image_weight", -1.0, "diffusion.base_image_weight must be >= 0"),
         ("diffusion.snr_floor", 6.0, r"diffusion.snr_floor must lie in \[0, diffusion.min_snr"),
         ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),
         ("sampling.long_method", "loop", "sampling.long_method must be one of"),
@@ -264,3 +265,12 @@ def test_key_frame_options_refuse_another_key_frame(field, value):
     for key in (4, -4):
         c.diffusion.key_frame = key
         vfc.validate(c, with_data=False)
+
+
+def test_base_image_weight_needs_a_base_generator():
+    c = vfc.load_config(os.path.join(ROOT, "configs", "default.py"), "vdm")
+    c.diffusion.base_image_weight = 1.0
+    with pytest.raises(ValueError, match=r"base_image_weight=1.0 needs model.kind='videofusion'"):
+        vfc.validate(c, with_data=False)
+    c.diffusion.base_image_weight = 0.0
+    vfc.validate(c, with_data=False)

@@ -157,6 +157,7 @@ FIELDS = (
     "diffusion.prediction",
     "diffusion.min_snr_gamma",
     "diffusion.snr_floor",
+    "diffusion.base_image_weight",
     "init.base_checkpoint",
     "model.kind",
     "optim.freeze_base",

@@ -461,6 +461,39 @@ def test_train_step_base_pretraining(calls):
         assert not np.allclose(new.params["base"]["w"], state.params["base"]["w"])
 
 
+def test_train_step_adds_the_base_image_loss_on_every_frame(calls):
+    """`diffusion.base_image_weight`: the joint loss plus that weight times the base generator's
+    image loss on every frame of the batch, drawn with its own key; both generators move."""
+    c = config_of(**{"diffusion.base_image_weight": 0.5, "data.cond": "class"})
+    state, setup = state_of(c)
+    batch = batch_of(c)
+    new, metrics = steps.train_step(state, batch, setup=setup, config=c)
+    (m1, args1, _), (m2, args2, kw2) = calls
+    assert (m1, m2) == ("loss", "image_loss") and not kw2 and len(args2) == 5
+    x0, rng, diffusion, cond, dropout = args2
+    np.testing.assert_array_equal(x0, x0_of(batch))
+    loss_key, cond_key, _ = step_keys(state)
+    assert same_key(args1[1], loss_key) and same_key(rng, jax.random.fold_in(loss_key, 1))
+    assert not same_key(rng, loss_key)
+    assert_same_diffusion(diffusion, steps.diffusion_from_config(c))
+    assert_tree_close(cond, args1[3])
+    assert dropout is None
+
+    def loss_fn(p, x0=x0):
+        joint, _ = spy_loss(p, x0)
+        return joint + 0.5 * Spy(p, []).image_loss(x0)[0], {}
+
+    check_step(c, state, setup, new, metrics, loss_fn)
+    np.testing.assert_allclose(
+        metrics["loss_base_image"], Spy(state.params, []).image_loss(x0)[0], rtol=1e-6
+    )
+    # Off (the default): the joint loss alone, no image loss called.
+    c.diffusion.base_image_weight = 0.0
+    calls.clear()
+    _, metrics = steps.train_step(state, batch, setup=setup, config=c)
+    assert [m for m, _, _ in calls] == ["loss"] and "loss_base_image" not in metrics
+
+
 @pytest.mark.parametrize("bad", ["loss", "grads"])
 def test_train_step_reports_a_non_finite_step(calls, monkeypatch, bad):
     c = config_of()

@@ -97,6 +97,11 @@ def base_config() -> ml_collections.ConfigDict:
     # The base generator learns from the key frame only (the method's rule); False: from every
     # frame (the paper's ablation of the rule).
     c.diffusion.base_stop_gradient = True
+    # VideoFusion, joint phase: the weight of an image-diffusion loss of the base generator on
+    # every frame of the batch (each frame its own noise and timestep, `VideoFusion.image_loss`),
+    # added to the joint loss, so the base generator learns from B * N images a step and not
+    # only the B key frames. 0: off (the paper's joint step).
+    c.diffusion.base_image_weight = 0.0
     # What the residual generator sees at the key frame: 'latent' (the paper's: the latent with
     # the base removed, near zero at high noise), 'x0' (the base generator's clipped estimate
     # of the key frame at each step) or 'clean' (the real key frame in training; in sampling the
@@ -393,6 +398,14 @@ def validate(
         raise ValueError(
             f"diffusion.min_snr_gamma must be >= 0 (0: no min-SNR weighting), got "
             f"{c.diffusion.min_snr_gamma}."
+        )
+    image_weight = c.diffusion.get("base_image_weight", 0.0)
+    if not image_weight >= 0.0:
+        raise ValueError(f"diffusion.base_image_weight must be >= 0 (0: off), got {image_weight}.")
+    if image_weight and c.model.kind != "videofusion":
+        raise ValueError(
+            f"diffusion.base_image_weight={image_weight} needs model.kind='videofusion' (the "
+            f"base generator it trains), got {c.model.kind!r}."
         )
     floor = c.diffusion.get("snr_floor", 0.0)
     if floor and not (c.diffusion.min_snr_gamma > 0 and 0.0 <= floor <= c.diffusion.min_snr_gamma):

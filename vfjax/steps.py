@@ -120,7 +120,7 @@ def train_step(
         if phase == "base_pretrain":
             return model.image_loss(batch["video"], loss_rng, diffusion, cond, dropout)
         if config.model.kind == "videofusion":
-            return model.loss(
+            loss, terms = model.loss(
                 batch["video"],
                 loss_rng,
                 diffusion,
@@ -129,6 +129,15 @@ def train_step(
                 loss_frame_weights(config),
                 config.diffusion.base_stop_gradient,
             )
+            weight = config.diffusion.get("base_image_weight", 0.0)
+            if weight > 0:
+                # The base generator also learns as an image model from every frame (each with
+                # its own noise and timestep): B * N images a step instead of the B key frames.
+                image_rng = jax.random.fold_in(loss_rng, 1)
+                image, _ = model.image_loss(batch["video"], image_rng, diffusion, cond, dropout)
+                loss = loss + weight * image
+                terms = {**terms, "loss_base_image": image}
+            return loss, terms
         return model.loss(batch["video"], loss_rng, diffusion, cond, dropout)
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
