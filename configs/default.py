@@ -10,10 +10,10 @@ generator alone, trained as an image model on the frames), `class` (class-condit
 shape kind, sampled with classifier-free guidance at scale 1.5, `config.CLASS_GUIDANCE_SCALE`),
 `runlocal` (a smoke run of about a minute, mostly compiling), and `FIELD=VALUE` pairs.
 Target: no published number; half of the sampled clips obeying the data's law (`data_law` in
-the samples' JSON). Not met: 34% of 64 clips after its 1000 steps (28% with seed 1; rows Z1 and
-Z2 of PERFORMANCE.md, "Quality: does the default learn the data?"): one object of steady
-brightness in every clip, drawn well in about 90%, moving on the data's track in 70-73%, whose
-kind changes over the clip in about half.
+the samples' JSON). Met: 64% of 64 clips after its 1500 steps (55% with seed 1; rows D7 and D7'
+of PERFORMANCE.md, "Quality: does the default learn the data?"): one object of steady
+brightness in every clip, drawn well in 95-100%, on the data's track in 69-80%, keeping its
+kind in 73-77%. The `vdm` variant at the same wall time (1635 steps): 27% (row V9).
 """
 
 from vfjax import config as vfc
