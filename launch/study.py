@@ -215,42 +215,92 @@ def _fmt(stat: dict | None) -> str:
     return text + (f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else "") + f" (n={stat['n']})"
 
 
-def question_section(question: dict, records: list[dict]) -> list[str]:
-    """A question's table (one row per arm, one column per measure, mean ± sd over seeds) and
-    its verdicts."""
+def question_summary(question: dict, records: list[dict]) -> dict:
+    """A question's numbers: per measure, each arm's stats over seeds (`arm_stats`), each arm's
+    mean training wall time, and one verdict per comparison and measure."""
     where = question.get("where", "evaluation")
     measures = question.get("measures", ["fvd", "law"])
     stats = {m: arm_stats(records, m, where) for m in measures}
-    time_stats = {}
+    times: dict[str, list[float]] = {}
     for r in records:
-        time_stats.setdefault(r["arm"], []).append(r["seconds"].get("train", math.nan))
+        times.setdefault(r["arm"], []).append(r["seconds"].get("train", math.nan))
+    verdicts = [
+        {
+            "better": better,
+            "worse": worse,
+            "verdicts": {
+                m: verdict(stats[m].get(better), stats[m].get(worse), MEASURES[m][1])
+                for m in measures
+            },
+        }
+        for better, worse in question["comparisons"]
+    ]
+    return {
+        "question": question["question"],
+        "finding": question["finding"],
+        "stats": stats,
+        "train_seconds": {
+            arm: float(np.nanmean(times[arm])) for arm in question["arms"] if arm in times
+        },
+        "comparisons": verdicts,
+    }
+
+
+def question_section(question: dict, summary: dict) -> list[str]:
+    """A question's table (one row per arm, one column per measure, mean ± sd over seeds) and
+    its verdicts (`question_summary`)."""
+    measures = list(summary["stats"])
     lines = [f"## {question['id']}: {question['question']}", ""]
     lines.append(f"Paper: {question['finding']}")
     lines.append("")
     header = ["arm", *(MEASURES[m][0] for m in measures), "train wall time (s)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for arm, label in question["arms"].items():
-        cells = [label] + [_fmt(stats[m].get(arm)) for m in measures]
-        t = time_stats.get(arm)
-        cells.append(f"{np.nanmean(t):.0f}" if t else "-")
+        cells = [label] + [_fmt(summary["stats"][m].get(arm)) for m in measures]
+        t = summary["train_seconds"].get(arm)
+        cells.append("-" if t is None or math.isnan(t) else f"{t:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    for better, worse in question["comparisons"]:
-        parts = []
-        for m in measures:
-            said = verdict(stats[m].get(better), stats[m].get(worse), MEASURES[m][1])
-            parts.append(f"{MEASURES[m][0]}: {said}")
+    for comparison in summary["comparisons"]:
+        parts = [f"{MEASURES[m][0]}: {v}" for m, v in comparison["verdicts"].items()]
+        arms = question["arms"]
         lines.append(
-            f"- {question['arms'][better]} against {question['arms'][worse]}: " + "; ".join(parts)
+            f"- {arms[comparison['better']]} against {arms[comparison['worse']]}: "
+            + "; ".join(parts)
         )
     lines.append("")
     return lines
 
 
-def long_section(question: dict, records: list[dict]) -> list[str]:
-    """Long videos of one arm's runs, one row per way of making them (a sampling step of those
-    runs), with the paper's method against ours."""
+def long_summary(question: dict, records: list[dict]) -> dict:
+    """Long videos of one arm's runs, one entry per way of making them (a sampling step of
+    those runs): stats per measure, and the verdicts of the paper's method against ours."""
     runs = [r for r in records if r["arm"] == question["arm"]]
+    measures = question["measures"]
+    stats = {}
+    for name in question["methods"]:
+        relabelled = [{**r, "arm": name} for r in runs]
+        stats[name] = {m: arm_stats(relabelled, m, name).get(name) for m in measures}
+    comparisons = [
+        {
+            "better": better,
+            "worse": worse,
+            "verdicts": {
+                m: verdict(stats[better][m], stats[worse][m], MEASURES[m][1])
+                for m in question.get("verdict_measures", measures)
+            },
+        }
+        for better, worse in question["comparisons"]
+    ]
+    return {
+        "question": question["question"],
+        "finding": question["finding"],
+        "stats": stats,
+        "comparisons": comparisons,
+    }
+
+
+def long_section(question: dict, summary: dict) -> list[str]:
     measures = question["measures"]
     lines = [
         f"## {question['id']}: {question['question']}",
@@ -260,19 +310,15 @@ def long_section(question: dict, records: list[dict]) -> list[str]:
     ]
     header = ["method", *(MEASURES[m][0] for m in measures)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    stats = {}
     for name, label in question["methods"].items():
-        relabelled = [{**r, "arm": name} for r in runs]
-        stats[name] = {m: arm_stats(relabelled, m, name).get(name) for m in measures}
-        lines.append("| " + " | ".join([label, *(_fmt(stats[name][m]) for m in measures)]) + " |")
+        cells = [label, *(_fmt(summary["stats"][name][m]) for m in measures)]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    for better, worse in question["comparisons"]:
-        parts = [
-            f"{MEASURES[m][0]}: {verdict(stats[better][m], stats[worse][m], MEASURES[m][1])}"
-            for m in question.get("verdict_measures", measures)
-        ]
+    for comparison in summary["comparisons"]:
+        parts = [f"{MEASURES[m][0]}: {v}" for m, v in comparison["verdicts"].items()]
+        methods = question["methods"]
         lines.append(
-            f"- {question['methods'][better]} against {question['methods'][worse]}: "
+            f"- {methods[comparison['better']]} against {methods[comparison['worse']]}: "
             + "; ".join(parts)
         )
     lines.append("")
@@ -283,7 +329,8 @@ def long_section(question: dict, records: list[dict]) -> list[str]:
 
 
 def write_report(config_arg: str, results_dir, runs: list[dict] | None = None) -> list[str]:
-    """`report.md` and its plots in `results_dir`, from the result JSONs there; returns the paths
+    """`report.md`, `report.json` (the same numbers: per question its stats and verdicts, and
+    the floor) and the plots in `results_dir`, from the result JSONs there; returns the paths
     written (the report first)."""
     spec = load_study(config_arg)
     names = None if runs is None else {r["name"] for r in runs}
@@ -291,13 +338,16 @@ def write_report(config_arg: str, results_dir, runs: list[dict] | None = None) -
     folder = fileio.path(results_dir)
     lines = [f"# {spec['title']}", "", *spec.get("preamble", []), ""]
     lines += [f"{len(records)} finished runs (result JSONs in this folder).", ""]
-    floor = [r for r in records if r["arm"] in spec.get("floor_arms", ())]
-    if floor:
-        lines += _floor_section(spec, floor)
+    summary = {"runs": len(records), "floor": floor_summary(spec, records)}
+    if summary["floor"]:
+        lines += _floor_section(spec, summary["floor"])
     for question in spec["questions"]:
-        lines += question_section(question, records)
+        summary[question["id"]] = question_summary(question, records)
+        lines += question_section(question, summary[question["id"]])
     if spec.get("long_question"):
-        lines += long_section(spec["long_question"], records)
+        question = spec["long_question"]
+        summary[question["id"]] = long_summary(question, records)
+        lines += long_section(question, summary[question["id"]])
     plots = _plots(spec, records, folder)
     if runs is not None:
         plots += _grids(spec, runs, folder)
@@ -309,29 +359,31 @@ def write_report(config_arg: str, results_dir, runs: list[dict] | None = None) -
     lines += ["## Commands", "", "```", *spec.get("commands", []), "```", ""]
     report = folder / "report.md"
     fileio.write_text(report, "\n".join(lines))
-    fileio.write_text(
-        folder / "report.json",
-        json.dumps(
-            {
-                q["id"]: {
-                    m: arm_stats(records, m, q.get("where", "evaluation"))
-                    for m in q.get("measures", ["fvd", "law"])
-                }
-                for q in spec["questions"]
-            },
-            indent=1,
-        ),
-    )
+    fileio.write_text(folder / "report.json", json.dumps(summary, indent=1) + "\n")
     return [str(report), *plots]
 
 
-def _floor_section(spec: dict, floor: list[dict]) -> list[str]:
+def floor_summary(spec: dict, records: list[dict]) -> dict:
+    """What difference is noise: per floor arm (`spec['floor_arms']`), the FVD and KVD over its
+    runs; a resampled arm (`spec['resampled_of']`: arm -> the run it samples again) counts the
+    run's own evaluation among them."""
+    out = {}
+    for arm in spec.get("floor_arms", {}):
+        runs = [r for r in records if r["arm"] == arm]
+        original = spec.get("resampled_of", {}).get(arm)
+        runs += [{**r, "arm": arm} for r in records if original and r["name"] == original]
+        if runs:
+            out[arm] = {m: arm_stats(runs, m).get(arm) for m in ("fvd", "kvd")}
+    return out
+
+
+def _floor_section(spec: dict, floor: dict) -> list[str]:
     lines = ["## What difference is noise", ""]
-    for r in floor:
-        ev = r.get("evaluation", {})
-        label = spec["floor_arms"][r["arm"]]
-        fvd, kvd = ev.get("fvd", math.nan), ev.get("kvd", math.nan)
-        lines.append(f"- {label}: FVD {fvd:.2f}, KVD {kvd:.3f}")
+    lines += ["| | FVD | KVD |", "|---|---|---|"]
+    for arm, stats in floor.items():
+        values = ", ".join(f"{v:.1f}" for v in (stats["fvd"] or {}).get("values", []))
+        label = spec["floor_arms"][arm]
+        lines.append(f"| {label} ({values}) | {_fmt(stats['fvd'])} | {_fmt(stats['kvd'])} |")
     lines.append("")
     return lines
 
