@@ -257,8 +257,12 @@ def get_study(arg=None) -> dict:
             "finding": "yes: 512 frames with the base noise fixed and new residual noise.",
             "arm": "vf",
             "methods": {
-                "long_shared_base": "shared_base (the paper's: all clips on one base noise)",
-                "long_continue": "continue (the default: clip after clip, holding frames)",
+                name: label
+                for name, label in {
+                    "long_shared_base": "shared_base (the paper's: all clips on one base noise)",
+                    "long_continue": "continue (the default: clip after clip, holding frames)",
+                }.items()
+                if name in {s["name"] for s in _long_samples(tiny)}
             },
             "comparisons": [] if tiny else [("long_shared_base", "long_continue")],
             "measures": ["law", "law_real", "boundary", "repeats", "appearance_change"],

@@ -339,15 +339,17 @@ def write_report(config_arg: str, results_dir, runs: list[dict] | None = None) -
     lines = [f"# {spec['title']}", "", *spec.get("preamble", []), ""]
     lines += [f"{len(records)} finished runs (result JSONs in this folder).", ""]
     summary = {"runs": len(records), "floor": floor_summary(spec, records)}
+    body = []
     if summary["floor"]:
-        lines += _floor_section(spec, summary["floor"])
+        body += _floor_section(spec, summary["floor"])
     for question in spec["questions"]:
         summary[question["id"]] = question_summary(question, records)
-        lines += question_section(question, summary[question["id"]])
+        body += question_section(question, summary[question["id"]])
     if spec.get("long_question"):
         question = spec["long_question"]
         summary[question["id"]] = long_summary(question, records)
-        lines += long_section(question, summary[question["id"]])
+        body += long_section(question, summary[question["id"]])
+    lines += headline(spec, summary) + body
     plots = _plots(spec, records, folder)
     if runs is not None:
         plots += _grids(spec, runs, folder)
@@ -361,6 +363,37 @@ def write_report(config_arg: str, results_dir, runs: list[dict] | None = None) -
     fileio.write_text(report, "\n".join(lines))
     fileio.write_text(folder / "report.json", json.dumps(summary, indent=1) + "\n")
     return [str(report), *plots]
+
+
+def headline(spec: dict, summary: dict) -> list[str]:
+    """One row per comparison the paper's findings imply: the two arms' FVD and data-law share
+    (mean ± sd over seeds) and the verdict on each. The long-video question compares the law
+    and the appearance change instead of FVD."""
+    lines = ["## Headline", ""]
+    lines += [
+        "| question | the paper's finding | better (the paper) | against "
+        "| FVD (long: appearance) | law share |",
+        "|---|---|---|---|---|---|",
+    ]
+    questions = [*spec["questions"], *([spec["long_question"]] if "long_question" in spec else [])]
+    for question in questions:
+        numbers = summary[question["id"]]
+        labels = question.get("arms") or question["methods"]
+        long = "methods" in question
+        for comparison in numbers["comparisons"]:
+            better, worse = comparison["better"], comparison["worse"]
+            cells = [f"{question['id']}", question["finding"], labels[better], labels[worse]]
+            for measure in ("appearance_change", "law") if long else ("fvd", "law"):
+                if long:
+                    a, b = numbers["stats"][better][measure], numbers["stats"][worse][measure]
+                else:
+                    a, b = (numbers["stats"][measure].get(arm) for arm in (better, worse))
+                said = comparison["verdicts"].get(measure, "-")
+                name = "appearance " if measure == "appearance_change" else ""
+                cells.append(f"{name}{_fmt(a)} vs {_fmt(b)}: **{said}**")
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def floor_summary(spec: dict, records: list[dict]) -> dict:

@@ -92,7 +92,21 @@ def test_report_plots_and_resume(study):
     assert "## RQ1" in report and "| VideoFusion |" in report and "| VDM, as many steps |" in report
     assert "configs/study.py:tiny" in report
     summary = json.loads((results / "report.json").read_text())
-    assert set(summary["RQ1"]) >= {"fvd", "kvd", "law"}
+    assert set(summary) == {"runs", "floor", "RQ1", "RQ5"} and summary["runs"] == 2
+    assert summary["floor"] == {}  # The tiny study has no floor runs.
+    rq1 = summary["RQ1"]
+    assert set(rq1) == {"question", "finding", "stats", "train_seconds", "comparisons"}
+    assert set(rq1["stats"]) == {"fvd", "kvd", "law", "jump", "brightness_gap"}
+    for measure, arms in rq1["stats"].items():
+        assert set(arms) == {"vf", "vdm_steps"}, measure
+        for stat in arms.values():
+            assert set(stat) == {"values", "mean", "sd", "n"} and stat["n"] == 1, measure
+            assert stat["mean"] == stat["values"][0] and stat["sd"] == 0.0
+    assert set(rq1["train_seconds"]) == {"vf", "vdm_steps"}
+    (comparison,) = rq1["comparisons"]
+    assert set(comparison["verdicts"].values()) == {"one seed: no spread"}
+    long = summary["RQ5"]["stats"]["long_continue"]  # The tiny study's one method.
+    assert long["law"]["n"] == 1 and long["boundary"]["mean"] > 0
     for name in ("fvd_against_time.png", "grid_vf.png", "grid_vdm_steps.png"):
         png = (results / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000, name

@@ -129,6 +129,14 @@ def test_report_markdown_and_plots(report):
     assert "- VideoFusion against VDM, as many steps: FVD: holds" in text
     assert "| two disjoint sets of real clips, three draws (10.0, 14.0) | 12.0 ± 2.8 (n=2)" in text
     assert "docs/miniature" in text
+    # The headline: one row per comparison, first in the report.
+    assert text.index("## Headline") < text.index("## What difference is noise")
+    assert (
+        "| RQ1 | VideoFusion beats the VDM baseline (lower FVD). | VideoFusion | VDM, as many "
+        "steps | 51.0 ± 1.4 (n=2) vs 102.0 ± 2.8 (n=2): **holds** | 0.550 ± 0.071 (n=2) vs "
+        "0.250 ± 0.071 (n=2): **holds** |" in text
+    )
+    assert "| RQ5 |" in text and "appearance 0.060 ± 0.028 (n=2) vs 0.030 ± 0.014" in text
     for name in ("fvd_against_lambda.png", "fvd_against_time.png"):
         assert str(folder / name) in paths
         png = (folder / name).read_bytes()
