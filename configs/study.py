@@ -119,8 +119,8 @@ def _arms(c, tiny: bool) -> dict[str, dict]:
 
 
 def get_sweep(arg=None):
-    """Seed by seed (every arm's seed 0 first), so that a study stopped part way has every arm;
-    the resampled evaluations of `vf_s0` last, long after that run is done."""
+    """Seed by seed (every arm's seed 0 first, then the floor), so that a study stopped part way
+    has every arm; the resampled evaluations of `vf_s0` before RQ1's third seeds."""
     tiny = "tiny" in (arg or "")
     c = get_config(arg)
     points = []
@@ -150,8 +150,9 @@ def get_sweep(arg=None):
                 }
             )
         points[first_round:first_round] = floor
+        resampled = []
         for seed in (1, 2):
-            points.append(
+            resampled.append(
                 {
                     "_name": f"vf_resampled_g{seed}",
                     "_arm": "vf_resampled",
@@ -160,6 +161,9 @@ def get_sweep(arg=None):
                     "eval.generated_seed": 1000 + seed,
                 }
             )
+        # Before the third round (RQ1's arms only), long after `vf_s0` is done.
+        third_round = next(i for i, p in enumerate(points) if p.get("seed") == 2)
+        points[third_round:third_round] = resampled
     return points
 
 
