@@ -10,7 +10,8 @@
 
 `--config` takes `path[:arg]` like vfjax.main; arguments after `--` go to every run
 (`-- --config.total_steps=200`). Runs go one after another locally (`--launcher=local`; with
-`--jobs=N`, N at a time, each pinned to its own cores), as SLURM jobs, or on TPU pod slices
+`--jobs=N`, N at a time, each pinned to its own cores; `--processes=P`, each as P processes
+through launch/local.sh), as SLURM jobs, or on TPU pod slices
 (`--launcher=tpu`, with launch/tpu_pod.sh's environment). A run whose workdir already finished
 is run again only to resume; `--summary` prints the final metrics of every run in a table.
 
@@ -137,10 +138,21 @@ def _timed(cmd: list[str], run: dict, phase: str, pin: str | None) -> int:
     return code
 
 
-def run_and_evaluate(run: dict, results: str, config_arg: str, pin: str | None) -> str | None:
+def _main_command(processes: int) -> list[str]:
+    """vfjax.main as one process, or as `processes` over loopback (launch/local.sh: the pod's
+    multi-controller path on this host)."""
+    if processes == 1:
+        return [sys.executable, "-m", "vfjax.main"]
+    local = os.path.join(REPO, "launch", "local.sh")
+    return ["env", f"PYTHON={sys.executable}", "bash", local, str(processes), "--"]
+
+
+def run_and_evaluate(
+    run: dict, results: str, config_arg: str, pin: str | None, processes: int = 1
+) -> str | None:
     """Trains (or resumes) one run, evaluates it, runs its sampling steps and writes its result
     JSON; returns None when done, else the step that failed."""
-    main = [sys.executable, "-m", "vfjax.main"]
+    main = _main_command(processes)
     if run["train"] and _timed(main + run["args"], run, "train", pin):
         return "train"
     if not study.has_evaluation(run["workdir"], run["fields"]):
@@ -175,8 +187,11 @@ def _slots(jobs: int, cores: str) -> list[str | None]:
     return [f"{i * per}-{(i + 1) * per - 1}" if per > 1 else str(i) for i in range(jobs)]
 
 
-def evaluate_all(runs: list[dict], results: str, config_arg: str, jobs: int, cores: str) -> list:
-    """Every run not yet done (no result JSON), `jobs` at a time; returns the failures."""
+def evaluate_all(
+    runs: list[dict], results: str, config_arg: str, jobs: int, cores: str, processes: int = 1
+) -> list:
+    """Every run not yet done (no result JSON), `jobs` at a time, each as `processes` processes;
+    returns the failures."""
     todo = [r for r in runs if not fileio.path(fileio.join(results, f"{r['name']}.json")).exists()]
     done = len(runs) - len(todo)
     print(f"sweep: {done} of {len(runs)} runs done, {len(todo)} to go", flush=True)
@@ -191,7 +206,7 @@ def evaluate_all(runs: list[dict], results: str, config_arg: str, jobs: int, cor
                 run = queue.pop(0)
             print(f"sweep: start {run['name']} (cores {pin or 'all'})", flush=True)
             start = time.time()
-            error = run_and_evaluate(run, results, config_arg, pin)
+            error = run_and_evaluate(run, results, config_arg, pin, processes)
             with lock:
                 if error:
                     failed.append(run["name"])
@@ -221,6 +236,12 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="--evaluate: runs at once.")
     parser.add_argument("--cores", default="", help="--evaluate: core sets per job, 'A;B'.")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="--evaluate: each run as this many processes (launch/local.sh).",
+    )
+    parser.add_argument(
         "--report", action="store_true", help="Write the study report from the result JSONs."
     )
     args, extra = parser.parse_known_args(argv)
@@ -232,6 +253,8 @@ def main(argv=None) -> int:
             raise ValueError("--evaluate runs locally (--launcher=local).")
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}.")
+        if args.processes < 1:
+            raise ValueError(f"--processes must be >= 1, got {args.processes}.")
         if args.evaluate:
             _slots(args.jobs, args.cores)
         if args.report:
@@ -244,7 +267,7 @@ def main(argv=None) -> int:
         return 0
     failed = []
     if args.evaluate and not args.dry_run:
-        failed = evaluate_all(runs, results, args.config, args.jobs, args.cores)
+        failed = evaluate_all(runs, results, args.config, args.jobs, args.cores, args.processes)
     elif not (args.report and not args.evaluate):
         for i, run in enumerate(runs, 1):
             cmd = command(run, args.launcher)
