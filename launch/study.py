@@ -128,7 +128,15 @@ def _measures_of(result: dict) -> dict:
 def result_record(run: dict, config_arg: str) -> dict:
     """The small JSON of a finished run: what it was, how long it took, every measure."""
     workdir = fileio.path(run["workdir"])
-    config = fileio.read_json(workdir / "config.json")
+    if (workdir / "config.json").exists():
+        config = fileio.read_json(workdir / "config.json")
+    else:  # Nothing trained there (the real-against-real floor): the sweep's own config.
+        from vfjax import config as vfc
+
+        path, _, arg = config_arg.partition(":")
+        resolved = vfc.load_config(path, arg or None)
+        resolved.update_from_flattened_dict(run["fields"])
+        config = resolved.to_dict()
     metrics = fileio.read_jsonl(workdir / "metrics.jsonl")
     times_path = workdir / "sweep_times.json"
     times = fileio.read_json(times_path) if times_path.exists() else {}

@@ -206,7 +206,10 @@ def evaluate_all(
                 run = queue.pop(0)
             print(f"sweep: start {run['name']} (cores {pin or 'all'})", flush=True)
             start = time.time()
-            error = run_and_evaluate(run, results, config_arg, pin, processes)
+            try:
+                error = run_and_evaluate(run, results, config_arg, pin, processes)
+            except Exception as e:  # One run's fault must not stop the others' worker.
+                error = f"its result ({type(e).__name__}: {e})"
             with lock:
                 if error:
                     failed.append(run["name"])
