@@ -136,22 +136,22 @@ def get_sweep(arg=None):
             if arm == "vf" and (tiny or seed in LONG_SEEDS):
                 point["_samples"] = _long_samples(tiny)
             points.append(point)
+    # The floor after the first round: cheap (real clips only), and wanted however far the
+    # study gets. The tiny study has one draw of it, for the tests.
+    first_round = sum(1 for p in points if p["seed"] == 0)
+    floor = []
+    for seed in (0,) if tiny else (0, 1, 2):
+        floor.append(
+            {
+                "_name": f"floor_real_s{seed}",
+                "_arm": "floor_real",
+                "_train": False,
+                "eval.real_floor": True,
+                "eval.seed": seed,
+            }
+        )
+    points[first_round:first_round] = floor
     if not tiny:
-        # The floor after the first round: cheap (real clips only), and wanted however far the
-        # study gets.
-        first_round = sum(1 for p in points if p["seed"] == 0)
-        floor = []
-        for seed in (0, 1, 2):
-            floor.append(
-                {
-                    "_name": f"floor_real_s{seed}",
-                    "_arm": "floor_real",
-                    "_train": False,
-                    "eval.real_floor": True,
-                    "eval.seed": seed,
-                }
-            )
-        points[first_round:first_round] = floor
         resampled = []
         for seed in (1, 2):
             resampled.append(

@@ -69,7 +69,11 @@ def study(tmp_path_factory):
 def test_every_run_writes_its_result(study):
     _, results, _ = study
     runs = {p.stem: json.loads(p.read_text()) for p in results.glob("*_s*.json")}
-    assert set(runs) == {"vf_s0", "vdm_steps_s0"}
+    assert set(runs) == {"vf_s0", "vdm_steps_s0", "floor_real_s0"}
+    # The floor: no model, FVD between two disjoint sets of real clips; nothing trained.
+    floor = runs.pop("floor_real_s0")
+    assert floor["arm"] == "floor_real" and floor["steps"] == 0 and "train" not in floor["seconds"]
+    assert floor["evaluation"]["fvd"] > 0 and floor["evaluation"]["law"] >= 0.95
     for name, run in runs.items():
         assert RUN_FIELDS <= set(run), (name, RUN_FIELDS - set(run))
         assert run["name"] == name and run["seed"] == 0 and run["steps"] == 6
@@ -92,8 +96,9 @@ def test_report_plots_and_resume(study):
     assert "## RQ1" in report and "| VideoFusion |" in report and "| VDM, as many steps |" in report
     assert "configs/study.py:tiny" in report
     summary = json.loads((results / "report.json").read_text())
-    assert set(summary) == {"runs", "floor", "RQ1", "RQ5"} and summary["runs"] == 2
-    assert summary["floor"] == {}  # The tiny study has no floor runs.
+    assert set(summary) == {"runs", "floor", "RQ1", "RQ5"} and summary["runs"] == 3
+    assert set(summary["floor"]) == {"floor_real"}  # No resampled runs in the tiny study.
+    assert summary["floor"]["floor_real"]["fvd"]["n"] == 1
     rq1 = summary["RQ1"]
     assert set(rq1) == {"question", "finding", "stats", "train_seconds", "comparisons"}
     assert set(rq1["stats"]) == {"fvd", "kvd", "law", "jump", "brightness_gap"}
@@ -115,4 +120,4 @@ def test_report_plots_and_resume(study):
     before = {p.name: p.read_bytes() for p in results.glob("*_s*.json")}
     log = _sweep(workdir, results)
     assert {p.name: p.read_bytes() for p in results.glob("*_s*.json")} == before
-    assert "sweep: 2 of 2 runs done, 0 to go" in log
+    assert "sweep: 3 of 3 runs done, 0 to go" in log
