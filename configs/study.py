@@ -21,7 +21,8 @@ that the whole study fits about 3 hours of a 2-core CPU: see the report) and eva
 - RQ3, which base share lambda? (paper: about 0.5 beats smaller and larger): `lam05` (0.5)
   against `vf` (0, the default's), `lam025`, `lam075`.
 - RQ4, does joint training with the stop-gradient rule help? (paper: yes): `lam05` against
-  `no_stop_gradient` (both at the paper's lambda 0.5: at the default's 0 the rule does nothing); `pretrained` (joint) against `frozen` (the pretrained base frozen).
+  `no_stop_gradient` (both at the paper's lambda 0.5: at the default's 0 the rule does
+  nothing); `pretrained` (joint) against `frozen` (the pretrained base frozen).
 - RQ5, do long videos stay coherent with a fixed base? (paper: yes, 512 frames): the `vf` runs'
   64-frame videos, `continue` against the paper's `shared_base`, beside real 64-frame videos.
 - Ours, the residual generator shown the finished key frame: `vf` (`clean`) against `key_latent`
