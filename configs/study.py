@@ -30,7 +30,7 @@ that the whole study fits about 3 hours of a 2-core CPU: see the report) and eva
 
 Seeds: 3 for `vf`, `vdm_steps` and `vdm_time`, 2 for the others. The floor: `floor_real` (FVD
 between two disjoint sets of real clips, 3 draws) and `vf_resampled` (the first `vf` run's
-samples under two more sampling seeds).
+samples under a second sampling seed).
 """
 
 import os
@@ -157,7 +157,7 @@ def get_sweep(arg=None):
     points[first_round:first_round] = floor
     if not tiny:
         resampled = []
-        for seed in (1, 2):
+        for seed in (1,):
             resampled.append(
                 {
                     "_name": f"vf_resampled_g{seed}",
@@ -257,7 +257,7 @@ def get_study(arg=None) -> dict:
         "questions": questions,
         "floor_arms": {
             "floor_real": "two disjoint sets of real clips, three draws",
-            "vf_resampled": "the first VideoFusion run under three sampling seeds",
+            "vf_resampled": "the first VideoFusion run under two sampling seeds",
         },
         "resampled_of": {"vf_resampled": "vf_s0"},
         "long_question": {
