@@ -228,7 +228,8 @@ def question_summary(question: dict, records: list[dict]) -> dict:
     mean training wall time, and one verdict per comparison and measure."""
     where = question.get("where", "evaluation")
     measures = question.get("measures", ["fvd", "law"])
-    stats = {m: arm_stats(records, m, where) for m in measures}
+    mine = [r for r in records if r["arm"] in question["arms"]]
+    stats = {m: arm_stats(mine, m, where) for m in measures}
     times: dict[str, list[float]] = {}
     for r in records:
         times.setdefault(r["arm"], []).append(r["seconds"].get("train", math.nan))
@@ -412,7 +413,8 @@ def floor_summary(spec: dict, records: list[dict]) -> dict:
     for arm in spec.get("floor_arms", {}):
         runs = [r for r in records if r["arm"] == arm]
         original = spec.get("resampled_of", {}).get(arm)
-        runs += [{**r, "arm": arm} for r in records if original and r["name"] == original]
+        if runs and original:  # Resampled: the run's own evaluation is one more sampling seed.
+            runs += [{**r, "arm": arm} for r in records if r["name"] == original]
         if runs:
             out[arm] = {m: arm_stats(runs, m).get(arm) for m in ("fvd", "kvd")}
     return out

@@ -95,6 +95,7 @@ def test_report_json_fields_and_numbers(report):
     rq1 = summary["RQ1"]
     assert set(rq1) == {"question", "finding", "stats", "train_seconds", "comparisons"}
     assert set(rq1["stats"]) == {"fvd", "kvd", "law", "jump", "brightness_gap"}
+    assert set(rq1["stats"]["fvd"]) == {"vf", "vdm_steps", "lam05"}  # Its arms that ran, only.
     vf = rq1["stats"]["fvd"]["vf"]
     assert set(vf) == {"values", "mean", "sd", "n"}
     assert vf["values"] == [50.0, 52.0] and vf["mean"] == 51.0 and vf["n"] == 2
