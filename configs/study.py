@@ -5,11 +5,12 @@ with FVD and writes the report (docs/miniature/report.md, with one result JSON p
         --results=docs/miniature --jobs=2 --report
 
 Run it again to resume: a run whose result JSON is in docs/miniature is done. `tiny` (after the
-colon) is the same pipeline at a toy size (two arms, one seed, a few steps, 8 clips a side), for
-the tests. Every arm is the embedded default (configs/default.py, the synthetic moving shapes)
-with one thing changed, trained for `STEPS` steps (the default's recipe at a shorter length, so
-that the whole study fits about 3 hours of a 2-core CPU: see the report) and evaluated under the
-`cpu` protocol (I3D FVD and KVD on 9-frame videos) with the synthetic set's law beside it.
+colon) is the same pipeline at a toy size (two arms and one floor draw, one seed, a few steps,
+4 clips a side), for the tests. Every arm is the embedded default (configs/default.py, the
+synthetic moving shapes) with one thing changed, trained for `STEPS` steps (the default's recipe
+at a shorter length, so that the whole study fits about two hours of a 2-core CPU: see the
+report) and evaluated under the `cpu` protocol (I3D FVD and KVD on 9-frame videos) with the
+synthetic set's law beside it.
 
 - RQ1, does a shared base noise make videos more coherent? (paper: VideoFusion beats VDM):
   `vf` (the default: the key frame from the base noise, no base noise in the other frames) and
@@ -40,7 +41,7 @@ from vfjax import experiments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Sized so that the whole study (24 trained runs, their evaluations, the floor and the long
+# Sized so that the whole study (23 trained runs, their evaluations, the floor and the long
 # videos) fits about two hours of the 2-core CPU, two runs at a time, one core each: a third of
 # the default's 1500 steps (the arms rather than the length: the issue asks for every arm), and
 # an evaluation of 64 clips a side sampled in 50 steps (a quarter of the `cpu` protocol's cost:
