@@ -36,6 +36,9 @@ def test_tiny_train_step_and_sampler_compile_for_a_tpu_slice():
     assert 0 < train["memory"]["peak_bytes"] < 1e9 and train["fits"]
     assert train["model_flops"] > 0 and train["xla_flops_per_device"] > 0
     assert train["bytes_accessed_per_device"] > 0
+    shares = train["bytes_by_kind"]  # Where the bytes go (vfjax.bench.hlo).
+    assert shares["convolution"] > 0 and np.isclose(sum(shares.values()), 1.0)
+    assert any(source.startswith("vfjax/models/") for source in train["bytes_by_source"])
     roof = train["roofline"]
     assert roof["step_lower_bound_s"] >= max(roof["compute_bound_s"], roof["memory_bound_s"]) > 0
     assert 0 < roof["mfu_ceiling"] <= 1
@@ -120,6 +123,8 @@ def test_table_run_resumes_and_reports_a_failed_case(tmp_path):
     assert results[1]["config"] == missing and results[1]["error"].startswith("batch 4: failed: ")
     assert tpu.case_name(missing, TOPOLOGY, 1, 4) == "missing_v5e-2x2_b4"
     assert tpu.case_name("configs/u.py:class", "v5p:2x2x1", 2, 8) == "uclass_v5p-2x2x1_x2_b8"
+    named = tpu.case_name("configs/u.py", "v5e:2x2", 1, 8, remat="both")
+    assert named == "u_v5e-2x2_b8_remat-both"
     with open(os.path.join(out, "tpu.json")) as f:
         assert json.load(f) == results
     with open(os.path.join(out, "tpu.md")) as f:

@@ -62,6 +62,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("slices", 1, "tpu: slices of that topology (data spans them, over DCN).")
 flags.DEFINE_enum("remat", "off", ["off", "on", "both"], "tpu: rematerialised train step.")
+flags.DEFINE_string("hlo_dir", "", "tpu: write each compiled train step's HLO text (gzipped) here.")
 FLAGS = flags.FLAGS
 
 
@@ -151,6 +152,7 @@ def run_command(command: str):
             FLAGS.slices,
             FLAGS.remat,
             sample=FLAGS.sample,
+            hlo_dir=FLAGS.hlo_dir or None,
         )
         result["config"] = config_flags.get_config_filename(FLAGS["config"])
         return tpu.table([result]), result

@@ -21,6 +21,7 @@ only, so nothing else in the process (or in a test suite around it) runs on or w
 """
 
 import dataclasses
+import gzip
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import numpy as np
 from vfjax import fileio, run_setup, steps
 from vfjax import flops as flops_lib
 from vfjax.bench import compiled as compiled_lib
-from vfjax.bench import isolate, measure
+from vfjax.bench import hlo, isolate, measure
 
 GB = 1e9
 
@@ -110,6 +111,20 @@ def _spec(config, batch: int) -> dict:
     return spec
 
 
+def _traffic(compiled) -> dict:
+    """Shares of the program's bytes (as laid out in the TPU's tiles) by kind of operation and by
+    vfjax source, and the share that is tile padding (`bench.hlo`)."""
+    ops = hlo.operations(compiled.as_text())
+    laid_out = sum(op["bytes"] for op in ops) or 1
+    return {
+        "bytes_by_kind": dict(hlo.bytes_by(ops, "kind")),
+        "bytes_by_source": dict(hlo.bytes_by(ops, "source")),
+        # The share of the bytes that is tile padding, and where it is.
+        "tile_padding_share": 1 - sum(op["logical_bytes"] for op in ops) / laid_out,
+        "tile_padding_by_source": dict(hlo.bytes_by(ops, "source", top=6, padding=True)),
+    }
+
+
 def _cost(compiled) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else (cost or {})
@@ -133,14 +148,20 @@ def _setup(config, devices, batch: int, remat: bool):
     return run_setup.setup_run(config, None, with_data=False, devices=devices)
 
 
-def compile_train(config, devices, batch: int, remat: bool = False) -> dict:
+def compile_train(
+    config, devices, batch: int, remat: bool = False, hlo_path: str | None = None
+) -> dict:
     """The train step of `config` at global `batch`, compiled for `devices`: per-device memory,
-    XLA's TPU cost analysis, model FLOPs, compile seconds."""
+    XLA's TPU cost analysis, model FLOPs, compile seconds, where the bytes go; with `hlo_path`,
+    the compiled program's HLO text written there, gzipped (tens of MB of text for a paper
+    config: what `bench.hlo` reads, kept for a closer look)."""
     config, setup = _setup(config, devices, batch, remat)
     spec = _spec(config, batch)
     t0 = time.perf_counter()
     compiled = steps.compile_train_step(setup, config, spec)
     seconds = time.perf_counter() - t0
+    if hlo_path:
+        fileio.write_bytes(hlo_path, gzip.compress(compiled.as_text().encode()))
     step_fn = _step_fn(setup, config)
     return {
         "batch": batch,
@@ -149,6 +170,7 @@ def compile_train(config, devices, batch: int, remat: bool = False) -> dict:
         "memory": compiled_lib.memory(compiled),
         "model_flops": flops_lib.model_flops(step_fn, setup.abstract_state, spec),
         **_cost(compiled),
+        **_traffic(compiled),
     }
 
 
@@ -213,10 +235,12 @@ def analyse(
     slices: int = 1,
     remat: str = "off",
     sample: bool = True,
+    hlo_dir: str | None = None,
 ) -> dict:
     """Everything above for one config on `slices` slices of `topology`: per batch the train
     step (and with `remat='both'` or 'on' its rematerialised form) and one sampling step, the
-    roofline, the chip-hours of `total_steps`, and the largest batch that fits."""
+    roofline, the chip-hours of `total_steps`, and the largest batch that fits; with `hlo_dir`,
+    each train step's HLO text there (`train_b8.hlo.txt.gz`, `train_b8_remat.hlo.txt.gz`)."""
     chip = chip_of(topology)
     devices = topology_devices(topology, slices)
     chips = chips_in(devices)
@@ -228,12 +252,17 @@ def analyse(
         "chips": chips,
         "hbm_gb_per_chip": chip.hbm_bytes / GB,
         "total_steps": int(config.total_steps),
+        "libtpu_flags": os.environ.get("LIBTPU_INIT_ARGS", ""),
         "cases": [],
     }
     modes = {"off": [False], "on": [True], "both": [False, True]}[remat]
     for use_remat in modes:
         for batch in batches:
-            row = {"train": compile_train(config, devices, batch, use_remat)}
+            hlo_path = None
+            if hlo_dir:
+                suffix = "_remat" if use_remat else ""
+                hlo_path = os.path.join(hlo_dir, f"train_b{batch}{suffix}.hlo.txt.gz")
+            row = {"train": compile_train(config, devices, batch, use_remat, hlo_path)}
             row["train"]["roofline"] = roofline(row["train"], chip, len(devices), chips)
             bound = row["train"]["roofline"]["step_lower_bound_s"]
             row["train"]["chip_hours"] = bound * config.total_steps * chips / 3600
@@ -298,11 +327,19 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def case_name(spec: str, topology: str, slices: int, batch: int | None = None) -> str:
-    """The file name of one case: `ucf101_64class_v5e-2x2_b8` (`_x2` for two slices)."""
+def case_name(
+    spec: str,
+    topology: str,
+    slices: int,
+    batch: int | None = None,
+    remat: str = "off",
+) -> str:
+    """The file name of one case: `ucf101_64class_v5e-2x2_b8` (`_x2` for two slices, `_remat-on`
+    or `_remat-both` for rematerialised steps)."""
     config = os.path.basename(spec.split(":")[0]).removesuffix(".py") + spec.partition(":")[2]
     name = f"{config}_{topology.replace(':', '-')}" + (f"_x{slices}" if slices > 1 else "")
     name += f"_b{batch}" if batch is not None else ""
+    name += f"_remat-{remat}" if remat != "off" else ""
     return name.replace(",", "+").replace("=", "-")
 
 
@@ -319,9 +356,9 @@ def run_table(
 ) -> list[dict]:
     """`analyse` of every config on every topology, one process per batch (a TPU compile of a
     paper config holds several GB and takes tens of minutes on a small host), each written to
-    OUT/NAME.json as it finishes; then, per config and topology, the batches together (with the
-    largest batch that fits) in OUT/tpu.json and OUT/tpu.md. A run cut short resumes: cases
-    whose JSON is in OUT are reused."""
+    OUT/NAME.json as it finishes (its compiled HLO text in OUT/hlo/NAME/); then, per config and
+    topology, the batches together (with the largest batch that fits) in OUT/tpu.json and
+    OUT/tpu.md. A run cut short resumes: cases whose JSON is in OUT are reused."""
     for topology in topologies:  # Bad names fail here, before any compile.
         chip_of(topology)
     os.makedirs(out, exist_ok=True)
@@ -330,7 +367,7 @@ def run_table(
         for topology in topologies:
             parts, errors = [], []
             for batch in batches:
-                name = case_name(spec, topology, slices, batch)
+                name = case_name(spec, topology, slices, batch, remat)
                 part, error = _table_case(
                     spec, topology, slices, batch, remat, sample, out, name, timeout_s
                 )
@@ -367,6 +404,7 @@ def _table_case(spec, topology, slices, batch, remat, sample, out, name, timeout
         f"--remat={remat}",
         f"--sample={sample}",
         f"--json={json_path}",
+        f"--hlo_dir={os.path.join(out, 'hlo', name)}",
     ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     log_path = os.path.join(out, f"{name}.log")
