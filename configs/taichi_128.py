@@ -12,6 +12,11 @@ Variants `vdm`, `image`, `runlocal` and `pretrained` as `experiments.benchmark_v
 (no `class`: the set has no labels);
 the setup (the paper's and ours) as `experiments.paper_choices`, appended to
 this docstring (`print(module.__doc__)`).
+
+TPU (the program of `ucf101_128.py`, compiled on a CPU for the slice: PERFORMANCE.md, "TPU
+programs compiled on this CPU"): `v5e:4x8`, 1 video a chip (12.0 GB of the chip's 16 GiB), the
+batch of 32 on 32 chips, step bound 394 ms by memory (XLA's TPU cost model), 1402 chip-hours for
+400k steps at that bound.
 """
 
 from vfjax import experiments

@@ -11,6 +11,10 @@ The first command prepares UCF101 (extracted, with its split lists; see README) 
 words after the colon: `vdm`, `image`, `runlocal`, `pretrained`
 (`experiments.benchmark_variants`); the paper's setup and our choices:
 `experiments.paper_choices`, appended to this docstring (`print(module.__doc__)`).
+
+TPU (compiled on a CPU for the slice, PERFORMANCE.md "TPU programs compiled on this CPU"):
+`v5e:4x8`, 1 video a chip (12.0 GB of the chip's 16 GiB), the batch of 32 on 32 chips, step
+bound 394 ms by memory (XLA's TPU cost model), 1402 chip-hours for 400k steps at that bound.
 """
 
 from vfjax import experiments

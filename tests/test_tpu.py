@@ -43,6 +43,8 @@ def test_tiny_train_step_and_sampler_compile_for_a_tpu_slice():
     assert roof["step_lower_bound_s"] >= max(roof["compute_bound_s"], roof["memory_bound_s"]) > 0
     assert 0 < roof["mfu_ceiling"] <= 1
     assert sample["memory"]["peak_bytes"] > 0
+    per_chip = 8 / 4
+    assert train["config_run"]["chips"] == int(np.ceil(out["config_batch"] / per_chip))
     assert f"| {TOPOLOGY} (4) | 8 | no |" in tpu.table([{"config": "tiny", **out}])
 
 
@@ -83,6 +85,11 @@ def test_topology_names_and_the_largest_batch():
     assert tpu.largest_batch(small, large, chip, 4, 4) == expected
     assert tpu.largest_batch(small, {**large, "memory": small["memory"]}, chip, 4, 4) is None
     assert np.isclose(tpu.CHIPS["v6e"].peak_flops, 918e12)
+    # The config's own run (64 videos a step) at this case's 2 videos a chip: 32 chips.
+    train = {"batch": 8, "roofline": {"step_lower_bound_s": 0.5}}
+    run = tpu.config_run(train, {"chips": 4, "config_batch": 64, "total_steps": 1000})
+    assert run == {"videos_per_chip": 2.0, "chips": 32, "chip_hours": 1000 * 0.5 * 32 / 3600}
+    assert tpu.config_run(train, {"chips": 4, "total_steps": 1000}) is None
 
 
 def test_two_processes_describe_topologies_at_once():
@@ -117,6 +124,14 @@ def test_table_run_resumes_and_reports_a_failed_case(tmp_path):
         json.dump(done, f)
     with pytest.raises(ValueError, match="Unknown TPU topology 'v9:1x1'"):
         tpu.run_table(["configs/a.py"], [TOPOLOGY, "v9:1x1"], [4], out)
+    # Only the table: what is in DIR, the rest marked, nothing compiled (no log written).
+    only = tpu.run_table(
+        ["configs/a.py", "configs/b.py"], [TOPOLOGY], [4], out, compile_missing=False
+    )
+    assert only[0] == done and only[1]["error"] == "batch 4: not compiled"
+    assert not os.path.exists(
+        os.path.join(out, tpu.case_name("configs/b.py", TOPOLOGY, 1, 4) + ".log")
+    )
     missing = str(tmp_path / "missing.py")
     results = tpu.run_table(["configs/a.py", missing], [TOPOLOGY], [4], out, timeout_s=300)
     assert results[0] == done  # Reused: configs/a.py does not exist, so it was not compiled.

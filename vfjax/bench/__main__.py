@@ -62,6 +62,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("slices", 1, "tpu: slices of that topology (data spans them, over DCN).")
 flags.DEFINE_enum("remat", "off", ["off", "on", "both"], "tpu: rematerialised train step.")
+flags.DEFINE_bool(
+    "compile_missing", True, "tpu --out: compile the cases not in DIR (false: only the table)."
+)
 flags.DEFINE_string("hlo_dir", "", "tpu: write each compiled train step's HLO text (gzipped) here.")
 FLAGS = flags.FLAGS
 
@@ -142,6 +145,7 @@ def run_command(command: str):
                 remat=FLAGS.remat,
                 sample=FLAGS.sample,
                 timeout_s=FLAGS.case_timeout_s or 4 * 3600,
+                compile_missing=FLAGS.compile_missing,
             )
             return tpu.table(results), results
         config = _need_config(command)

@@ -52,7 +52,7 @@ def _padded(sizes: list[int], layout: str) -> list[int]:
     tile = tiles[0]
     pack = tiles[1][0] if len(tiles) > 1 and tiles[1] else 1
     wanted = [tile[-1]] + ([tile[-2] * pack] if len(tile) > 1 else [])
-    for dim, multiple in zip(minor, wanted):
+    for dim, multiple in zip(minor, wanted, strict=False):  # Tiles cover the minor 1-2 dims.
         sizes[dim] = -(-sizes[dim] // multiple) * multiple
     return sizes
 
@@ -147,7 +147,9 @@ def operations(text: str, package: str = "vfjax") -> list[dict]:
                     "opcode": opcode,
                     "kind": _kind(opcode, line, comps),
                     "bytes": _bytes(opcode, result, [types.get(o, "") for o in names], True),
-                    "logical_bytes": _bytes(opcode, result, [types.get(o, "") for o in names], False),
+                    "logical_bytes": _bytes(
+                        opcode, result, [types.get(o, "") for o in names], False
+                    ),
                     "source": source or "?",
                 }
             )

@@ -252,6 +252,7 @@ def analyse(
         "chips": chips,
         "hbm_gb_per_chip": chip.hbm_bytes / GB,
         "total_steps": int(config.total_steps),
+        "config_batch": int(config.batch_size),
         "libtpu_flags": os.environ.get("LIBTPU_INIT_ARGS", ""),
         "cases": [],
     }
@@ -268,10 +269,29 @@ def analyse(
             row["train"]["chip_hours"] = bound * config.total_steps * chips / 3600
             peak = row["train"]["memory"]["peak_bytes"]
             row["train"]["fits"] = peak <= USABLE_FRACTION * chip.hbm_bytes * chips / len(devices)
+            row["train"]["config_run"] = config_run(row["train"], result)
             if sample and not use_remat:
                 row["sample_step"] = compile_sampler(config, devices, batch)
             result["cases"].append(row)
     return with_largest_batches(result)
+
+
+def config_run(train: dict, result: dict) -> dict | None:
+    """The config's own run (`config_batch` videos a step for `total_steps`) at this case's
+    videos a chip, on a data-parallel slice of as many chips as that batch needs: the chips and
+    the chip-hours at the case's step-time bound (a data-parallel program's per-chip figures do
+    not change with the slice's size, only its gradient all-reduce: PERFORMANCE.md). None
+    without `config_batch`."""
+    if not result.get("config_batch"):
+        return None
+    per_chip = train["batch"] / result["chips"]
+    chips = math.ceil(result["config_batch"] / per_chip)
+    seconds = train["roofline"]["step_lower_bound_s"]
+    return {
+        "videos_per_chip": per_chip,
+        "chips": chips,
+        "chip_hours": result["total_steps"] * seconds * chips / 3600,
+    }
 
 
 def with_largest_batches(result: dict) -> dict:
@@ -293,7 +313,7 @@ def table(results: list[dict]) -> str:
     """Markdown: one row per config, topology, batch and remat (GB = 1e9 bytes, per device)."""
     lines = [
         "| config | topology (chips) | batch | remat | train GB per device (HBM) | fits | "
-        "model TFLOP | lower bound ms (by) | MFU ceiling | chip-hours of total_steps | "
+        "model TFLOP | lower bound ms (by) | MFU ceiling | config's run: chips, chip-hours | "
         "sampling-step GB | largest batch (remat) | compile s: train + sampling |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -318,13 +338,17 @@ def table(results: list[dict]) -> str:
                 f"{t['model_flops'] / 1e12:.2f}",
                 f"{roof['step_lower_bound_s'] * 1e3:.1f} ({roof['bound_by']})",
                 f"{roof['mfu_ceiling']:.0%}",
-                f"{t['chip_hours']:.0f}",
+                _run_cell(config_run(t, r)),
                 f"{s['memory']['peak_bytes'] / GB:.2f}" if s else "-",
                 largest,
                 f"{t['compile_s']:.0f} + {s['compile_s']:.0f}" if s else f"{t['compile_s']:.0f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _run_cell(run: dict | None) -> str:
+    return f"{run['chips']}, {run['chip_hours']:.0f}" if run else "?"
 
 
 def case_name(
@@ -353,12 +377,14 @@ def run_table(
     remat: str = "off",
     sample: bool = True,
     timeout_s: float = 4 * 3600,
+    compile_missing: bool = True,
 ) -> list[dict]:
     """`analyse` of every config on every topology, one process per batch (a TPU compile of a
     paper config holds several GB and takes tens of minutes on a small host), each written to
     OUT/NAME.json as it finishes (its compiled HLO text in OUT/hlo/NAME/); then, per config and
     topology, the batches together (with the largest batch that fits) in OUT/tpu.json and
-    OUT/tpu.md. A run cut short resumes: cases whose JSON is in OUT are reused."""
+    OUT/tpu.md. A run cut short resumes: cases whose JSON is in OUT are reused. Without
+    `compile_missing` nothing is compiled: the table of the cases in OUT, the others marked."""
     for topology in topologies:  # Bad names fail here, before any compile.
         chip_of(topology)
     os.makedirs(out, exist_ok=True)
@@ -368,9 +394,13 @@ def run_table(
             parts, errors = [], []
             for batch in batches:
                 name = case_name(spec, topology, slices, batch, remat)
-                part, error = _table_case(
-                    spec, topology, slices, batch, remat, sample, out, name, timeout_s
-                )
+                if compile_missing:
+                    part, error = _table_case(
+                        spec, topology, slices, batch, remat, sample, out, name, timeout_s
+                    )
+                else:
+                    part = isolate.json_file(os.path.join(out, f"{name}.json"))("")
+                    error = None if part else "not compiled"
                 parts += [part] if part else []
                 errors += [f"batch {batch}: {error}"] if error else []
             merged = {"config": spec, "topology": topology, "slices": slices}
