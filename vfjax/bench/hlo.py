@@ -141,15 +141,14 @@ def operations(text: str, package: str = "vfjax") -> list[dict]:
             origin[name] = source
             if opcode in _FREE or opcode.endswith("-done"):
                 continue
+            operand_types = [types.get(o, "") for o in names]
             ops.append(
                 {
                     "name": name,
                     "opcode": opcode,
                     "kind": _kind(opcode, line, comps),
-                    "bytes": _bytes(opcode, result, [types.get(o, "") for o in names], True),
-                    "logical_bytes": _bytes(
-                        opcode, result, [types.get(o, "") for o in names], False
-                    ),
+                    "bytes": _bytes(opcode, result, operand_types, True),
+                    "logical_bytes": _bytes(opcode, result, operand_types, False),
                     "source": source or "?",
                 }
             )
@@ -165,9 +164,7 @@ def _bytes(opcode: str, result: str, operands: list[str], padded: bool) -> int:
 
 
 def _kind(opcode: str, line: str, comps: dict) -> str:
-    if opcode in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute"):
-        return "collective"
-    if opcode.startswith("all-") or opcode.startswith("collective"):
+    if opcode.startswith(("all-", "collective", "reduce-scatter")):
         return "collective"
     if opcode in ("copy", "copy-start", "transpose"):
         return "copy"

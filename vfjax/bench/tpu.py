@@ -111,10 +111,10 @@ def _spec(config, batch: int) -> dict:
     return spec
 
 
-def _traffic(compiled) -> dict:
-    """Shares of the program's bytes (as laid out in the TPU's tiles) by kind of operation and by
-    vfjax source, and the share that is tile padding (`bench.hlo`)."""
-    ops = hlo.operations(compiled.as_text())
+def _traffic(text: str) -> dict:
+    """Shares of the bytes of a compiled program (its HLO `text`), as laid out in the TPU's tiles,
+    by kind of operation and by vfjax source, and the share that is tile padding (`bench.hlo`)."""
+    ops = hlo.operations(text)
     laid_out = sum(op["bytes"] for op in ops) or 1
     return {
         "bytes_by_kind": dict(hlo.bytes_by(ops, "kind")),
@@ -160,8 +160,9 @@ def compile_train(
     t0 = time.perf_counter()
     compiled = steps.compile_train_step(setup, config, spec)
     seconds = time.perf_counter() - t0
+    text = compiled.as_text()  # Tens of MB for a paper config: read once.
     if hlo_path:
-        fileio.write_bytes(hlo_path, gzip.compress(compiled.as_text().encode()))
+        fileio.write_bytes(hlo_path, gzip.compress(text.encode()))
     step_fn = _step_fn(setup, config)
     return {
         "batch": batch,
@@ -170,7 +171,7 @@ def compile_train(
         "memory": compiled_lib.memory(compiled),
         "model_flops": flops_lib.model_flops(step_fn, setup.abstract_state, spec),
         **_cost(compiled),
-        **_traffic(compiled),
+        **_traffic(text),
     }
 
 
