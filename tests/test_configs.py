@@ -222,6 +222,29 @@ def test_class_variant_samples_with_guidance(name):
     assert guided.sampling.guidance_scale == vfc.CLASS_GUIDANCE_SCALE > 1.0
 
 
+@pytest.mark.parametrize("name", ["ucf101_64", "ucf101_128"])
+def test_ucf101_class_variant_knows_its_class_count_without_data(name):
+    """The paper's class-conditional model is built (and compiled for a TPU) from the config
+    alone: UCF101's 101 classes are in it, no prepared data set is read."""
+    from vfjax import run_setup
+
+    c = vfc.load_config(os.path.join(ROOT, "configs", f"{name}.py"), "class")
+    assert c.model.num_classes == experiments.UCF101_CLASSES == 101
+    assert run_setup.prepare_config(c, with_data=False).model.num_classes == 101
+    assert vfc.load_config(os.path.join(ROOT, "configs", f"{name}.py")).model.num_classes == 0
+
+
+def test_class_count_that_disagrees_with_the_data_set_is_refused():
+    from vfjax import run_setup
+
+    c = vfc.load_config(os.path.join(ROOT, "configs", "default.py"), "class,model.num_classes=7")
+    with pytest.raises(ValueError, match="num_classes=7 but data set 'synthetic' has 4") as info:
+        run_setup.prepare_config(c)
+    assert "\n" not in str(info.value)
+    c.model.num_classes = 0  # Taken from the data set.
+    assert run_setup.prepare_config(c).model.num_classes == 4
+
+
 def test_per_frame_lambda_from_the_command_line_and_a_config_file():
     """`diffusion.lam` takes a scalar or one value per frame, from the command line (as
     `python -m vfjax.main` parses it) and from Python; the key frame's share is 1 either way."""

@@ -271,6 +271,9 @@ def paper_benchmark(resolution: int) -> ml_collections.ConfigDict:
 # 256x256 unconditional ADM runs at 128 (a convolutional network; its attention then sits at the
 # same levels, i.e. at half the resolutions it was published with). Ours, not the paper's: the
 # paper's base generator is a pretrained image model it does not name for these benchmarks.
+# UCF101's action classes (classInd.txt of its official split lists; Soomro et al., 2012).
+UCF101_CLASSES = 101
+
 PRETRAINED_BASES = {
     64: "improved-diffusion/imagenet64_uncond_100M_1500K",
     128: "guided-diffusion/256x256_diffusion_uncond",
@@ -342,6 +345,11 @@ def benchmark_variants(c: ml_collections.ConfigDict, arg: str | None) -> ml_coll
     words, _ = parse_arg(arg)
     rest = ",".join(x for x in filter(None, (arg or "").split(",")) if x.strip() != "pretrained")
     c = apply_variants(c, rest or None)
+    if c.data.cond == "class" and c.data.name == "ucf101" and not c.model.num_classes:
+        # The benchmark's class count, known before any data is read, so that the model can be
+        # built and compiled without the data set (`bench tpu`, `bench fit`); a prepared data
+        # set of another count is refused by `run_setup.prepare_config`.
+        c.model.num_classes = UCF101_CLASSES
     return pretrained_base(c) if "pretrained" in words else c
 
 

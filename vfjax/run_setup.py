@@ -26,10 +26,16 @@ def prepare_config(config, with_data: bool = True):
         if needs and not config.model[needs.split(".")[1]]:
             raise ValueError(f"data.cond={config.data.cond!r} without a data set needs {needs}.")
         return config
-    if config.data.cond == "class" and not config.model.num_classes:
+    if config.data.cond == "class":
         info = data_lib.data_info(config.data)
         if not info.get("num_classes"):
             raise ValueError(f"data.cond='class' but data set {config.data.name!r} has no classes.")
+        if config.model.num_classes and config.model.num_classes != info["num_classes"]:
+            raise ValueError(
+                f"model.num_classes={config.model.num_classes} but data set "
+                f"{config.data.name!r} has {info['num_classes']} classes; set 0 to take it from "
+                "the data set."
+            )
         config.model.num_classes = int(info["num_classes"])
     if config.data.cond == "text":
         info = data_lib.data_info(config.data)
