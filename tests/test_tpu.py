@@ -62,6 +62,50 @@ def test_tiny_train_step_compiles_over_two_slices():
         sharding.make_mesh(_tiny(**{"mesh.data": 1, "mesh.fsdp": 8}).mesh, devices)
 
 
+def test_a_program_compiled_before_is_not_compiled_again(tmp_path):
+    """A train step whose program a case JSON in `reuse_dir` (the table's OUT) holds takes that
+    result instead of compiling: configs that differ where the program does not (seed, run
+    length at a constant learning rate) share one compile, as `sky_128` and `taichi_128` share
+    `ucf101_128`'s; their own run's figures are still their own. A JSON written before results
+    named their program is matched by lowering its config again; another network matches none."""
+    from vfjax import config as config_lib
+
+    spec = tmp_path / "tiny_tpu.py"
+    spec.write_text(
+        "from tests.helpers import tiny\n\n\ndef get_config(arg=None):\n"
+        '    return tiny(**{"mesh.data": 2, "mesh.fsdp": 2})\n'
+    )
+    first = tpu.analyse(config_lib.load_config(str(spec)), TOPOLOGY, [8], sample=False)
+    first["config"] = str(spec)
+    compiled = dict(first["cases"][0]["train"])
+    assert len(compiled["program"]) == 16 and "same_program_as" not in compiled
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "first.json").write_text(json.dumps(first))
+    other = _tiny(**{"seed": 7, "total_steps": 2 * first["total_steps"]})
+
+    def reused():
+        again = tpu.analyse(other, TOPOLOGY, [8], sample=False, reuse_dir=str(folder))
+        train = again["cases"][0]["train"]
+        assert train["same_program_as"] == "first" and train["program"] == compiled["program"]
+        assert train["compile_s"] == compiled["compile_s"]
+        assert train["memory"] == compiled["memory"]
+        assert train["chip_hours"] == pytest.approx(2 * compiled["chip_hours"])
+        assert "(train: the program of first, not compiled again)" in tpu.table(
+            [{"config": "other", **again}]
+        )
+
+    reused()
+    del first["cases"][0]["train"]["program"]  # As written before results carried ids.
+    (folder / "first.json").write_text(json.dumps(first))
+    reused()
+    devices = tpu.topology_devices(TOPOLOGY)
+    _, _, lowered = tpu.lower_train(_tiny(**{"model.residual.channels": 32}), devices, 8)
+    wider = tpu.program_id(lowered, TOPOLOGY, 1)
+    assert wider != compiled["program"]
+    assert tpu.earlier_programs(str(folder), TOPOLOGY, 1, False, devices)(wider, 8) is None
+
+
 def test_feature_network_compiles_for_a_tpu_slice():
     """I3D with the `cpu` protocol's resize, on 16x16 9-frame videos split over the slice."""
     protocol = protocols.get_protocol("cpu")

@@ -190,22 +190,39 @@ def _program_key(config, mesh, batch_spec: dict, phase: str) -> tuple:
     return repr(fields), tuple(mesh.shape.items()), devices, batch, phase
 
 
+def _jitted_train_step(setup: state_lib.Setup, config, phase: str):
+    """The train step jitted with the run's shardings: state per `setup` (donated), batch over
+    the mesh, metrics replicated."""
+    return jax.jit(
+        functools.partial(train_step, setup=setup, config=config, phase=phase),
+        in_shardings=(setup.shardings, sharding_lib.batch_sharding(setup.mesh)),
+        out_shardings=(setup.shardings, sharding_lib.replicated(setup.mesh)),
+        donate_argnums=(0,),
+    )
+
+
+def _abstract_batch(batch_spec: dict) -> dict:
+    return {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_spec.items()}
+
+
+def lower_train_step(setup: state_lib.Setup, config, batch_spec: dict, phase: str = "joint"):
+    """The train step of `compile_train_step`, lowered and not compiled (seconds where the
+    compile takes minutes): its text identifies the program (`bench.tpu.program_id`)."""
+    step = _jitted_train_step(setup, config, phase)
+    return step.lower(setup.abstract_state, _abstract_batch(batch_spec))
+
+
 def compile_train_step(setup: state_lib.Setup, config, batch_spec: dict, phase: str = "joint"):
     """Ahead-of-time compiled train step: state sharded per `setup`, batch over the mesh,
     state donated. Reused when this process compiled the same program before."""
     key = _program_key(config, setup.mesh, batch_spec, phase)
     if key in _COMPILED:
         return _COMPILED[key]
-    batch_sharding = sharding_lib.batch_sharding(setup.mesh)
-    step = jax.jit(
-        functools.partial(train_step, setup=setup, config=config, phase=phase),
-        in_shardings=(setup.shardings, batch_sharding),
-        out_shardings=(setup.shardings, sharding_lib.replicated(setup.mesh)),
-        donate_argnums=(0,),
-    )
-    abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch_spec.items()}
     compiled = distributed.compile_aligned(
-        step, setup.abstract_state, abstract_batch, name=f"train step {phase}"
+        _jitted_train_step(setup, config, phase),
+        setup.abstract_state,
+        _abstract_batch(batch_spec),
+        name=f"train step {phase}",
     )
     _COMPILED[key] = compiled
     return compiled

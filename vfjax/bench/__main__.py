@@ -66,6 +66,9 @@ flags.DEFINE_bool(
     "compile_missing", True, "tpu --out: compile the cases not in DIR (false: only the table)."
 )
 flags.DEFINE_string("hlo_dir", "", "tpu: write each compiled train step's HLO text (gzipped) here.")
+flags.DEFINE_string(
+    "reuse_dir", "", "tpu: a train step whose program a case JSON here holds is not compiled again."
+)
 FLAGS = flags.FLAGS
 
 
@@ -157,6 +160,7 @@ def run_command(command: str):
             FLAGS.remat,
             sample=FLAGS.sample,
             hlo_dir=FLAGS.hlo_dir or None,
+            reuse_dir=FLAGS.reuse_dir or None,
         )
         result["config"] = config_flags.get_config_filename(FLAGS["config"])
         return tpu.table([result]), result

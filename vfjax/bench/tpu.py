@@ -21,7 +21,10 @@ only, so nothing else in the process (or in a test suite around it) runs on or w
 """
 
 import dataclasses
+import glob
 import gzip
+import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -31,6 +34,7 @@ import time
 import jax
 import numpy as np
 
+from vfjax import config as config_lib
 from vfjax import fileio, run_setup, steps
 from vfjax import flops as flops_lib
 from vfjax.bench import compiled as compiled_lib
@@ -100,7 +104,7 @@ def chips_in(devices) -> int:
     return len(coords)
 
 
-def _spec(config, batch: int) -> dict:
+def spec_of(config, batch: int) -> dict:
     n, r, c = config.data.num_frames, config.data.resolution, config.data.channels
     spec = {
         "video": jax.ShapeDtypeStruct((batch, n, r, r, c), np.uint8),
@@ -148,17 +152,57 @@ def _setup(config, devices, batch: int, remat: bool):
     return run_setup.setup_run(config, None, with_data=False, devices=devices)
 
 
+def program_id(lowered, topology: str, slices: int) -> str:
+    """What names a TPU program before it is compiled: the lowered module's text without source
+    locations, the slice, and the compiler (jax's and libtpu's versions, libtpu's flags). Two
+    configs with one id compile to one program: `sky_128` and `taichi_128` are `ucf101_128`'s
+    (their data sets differ, not their networks or batches)."""
+    try:
+        libtpu = importlib.metadata.version("libtpu")
+    except importlib.metadata.PackageNotFoundError:
+        libtpu = "none"
+    digest = hashlib.sha256()
+    for part in (
+        lowered.as_text(debug_info=False),
+        f"{topology} x{slices}",
+        os.environ.get("LIBTPU_INIT_ARGS", ""),
+        jax.__version__,
+        libtpu,
+    ):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def lower_train(config, devices, batch: int, remat: bool = False):
+    """`(config, setup, lowered)`: the train step of `compile_train`, lowered only (about 20 s
+    for a paper config, where its compile takes 25 to 50 minutes)."""
+    config, setup = _setup(config, devices, batch, remat)
+    return config, setup, steps.lower_train_step(setup, config, spec_of(config, batch))
+
+
 def compile_train(
-    config, devices, batch: int, remat: bool = False, hlo_path: str | None = None
+    config,
+    devices,
+    batch: int,
+    remat: bool = False,
+    hlo_path: str | None = None,
+    where: tuple[str, int] | None = None,
+    same_as=None,
 ) -> dict:
     """The train step of `config` at global `batch`, compiled for `devices`: per-device memory,
     XLA's TPU cost analysis, model FLOPs, compile seconds, where the bytes go; with `hlo_path`,
     the compiled program's HLO text written there, gzipped (tens of MB of text for a paper
-    config: what `bench.hlo` reads, kept for a closer look)."""
-    config, setup = _setup(config, devices, batch, remat)
-    spec = _spec(config, batch)
+    config: what `bench.hlo` reads, kept for a closer look). With `where` (the topology and
+    slice count), the result names its program (`program_id`); with `same_as` too (a function
+    of a program id giving an earlier result of that program, or None), a program compiled
+    before is not compiled again: its result comes back with `same_program_as`."""
+    config, setup, lowered = lower_train(config, devices, batch, remat)
+    program = program_id(lowered, *where) if where else None
+    earlier = same_as(program, batch) if same_as and program else None
+    if earlier:
+        return {**earlier, "program": program}
     t0 = time.perf_counter()
-    compiled = steps.compile_train_step(setup, config, spec)
+    compiled = lowered.compile()
     seconds = time.perf_counter() - t0
     text = compiled.as_text()  # Tens of MB for a paper config: read once.
     if hlo_path:
@@ -168,11 +212,59 @@ def compile_train(
         "batch": batch,
         "remat": remat,
         "compile_s": round(seconds, 1),
+        **({"program": program} if program else {}),
         "memory": compiled_lib.memory(compiled),
-        "model_flops": flops_lib.model_flops(step_fn, setup.abstract_state, spec),
+        "model_flops": flops_lib.model_flops(step_fn, setup.abstract_state, spec_of(config, batch)),
         **_cost(compiled),
         **_traffic(text),
     }
+
+
+def earlier_programs(folder: str, topology: str, slices: int, remat: bool, devices):
+    """The `same_as` of `compile_train` for the case JSONs in `folder` (a table's OUT): a
+    program id's train result from a JSON of the same topology, slices, remat and batch, with
+    `same_program_as` naming that JSON. A JSON written before results carried ids is
+    identified by lowering its config again (`config`: the spec it was made from)."""
+    lowered_ids: dict = {}
+
+    def candidates():
+        for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+            try:
+                with open(path) as f:
+                    result = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if not isinstance(result, dict) or "cases" not in result:
+                continue
+            if (result.get("topology"), result.get("slices")) != (topology, slices):
+                continue
+            if result.get("libtpu_flags", "") != os.environ.get("LIBTPU_INIT_ARGS", ""):
+                continue
+            for case in result["cases"]:
+                train = case["train"]
+                if train["remat"] == remat and "same_program_as" not in train:
+                    yield path, result, train
+
+    def same_as(program: str, batch: int) -> dict | None:
+        for path, result, train in candidates():
+            if train["batch"] != batch:
+                continue
+            known = train.get("program")
+            if known is None and result.get("config"):
+                key = (result["config"], train["batch"])
+                if key not in lowered_ids:
+                    spec, _, arg = result["config"].partition(":")
+                    _, _, lowered = lower_train(
+                        config_lib.load_config(spec, arg or None), devices, train["batch"], remat
+                    )
+                    lowered_ids[key] = program_id(lowered, topology, slices)
+                known = lowered_ids[key]
+            if known == program:
+                name = os.path.basename(path).removesuffix(".json")
+                return {**train, "same_program_as": name}
+        return None
+
+    return same_as
 
 
 def _step_fn(setup, config):
@@ -237,11 +329,14 @@ def analyse(
     remat: str = "off",
     sample: bool = True,
     hlo_dir: str | None = None,
+    reuse_dir: str | None = None,
 ) -> dict:
     """Everything above for one config on `slices` slices of `topology`: per batch the train
     step (and with `remat='both'` or 'on' its rematerialised form) and one sampling step, the
     roofline, the chip-hours of `total_steps`, and the largest batch that fits; with `hlo_dir`,
-    each train step's HLO text there (`train_b8.hlo.txt.gz`, `train_b8_remat.hlo.txt.gz`)."""
+    each train step's HLO text there (`train_b8.hlo.txt.gz`, `train_b8_remat.hlo.txt.gz`); with
+    `reuse_dir`, a train step whose program a case JSON there holds is not compiled again
+    (`earlier_programs`)."""
     chip = chip_of(topology)
     devices = topology_devices(topology, slices)
     chips = chips_in(devices)
@@ -264,7 +359,13 @@ def analyse(
             if hlo_dir:
                 suffix = "_remat" if use_remat else ""
                 hlo_path = os.path.join(hlo_dir, f"train_b{batch}{suffix}.hlo.txt.gz")
-            row = {"train": compile_train(config, devices, batch, use_remat, hlo_path)}
+            same_as = None
+            if reuse_dir:
+                same_as = earlier_programs(reuse_dir, topology, slices, use_remat, devices)
+            train = compile_train(
+                config, devices, batch, use_remat, hlo_path, (topology, slices), same_as
+            )
+            row = {"train": train}
             row["train"]["roofline"] = roofline(row["train"], chip, len(devices), chips)
             bound = row["train"]["roofline"]["step_lower_bound_s"]
             row["train"]["chip_hours"] = bound * config.total_steps * chips / 3600
@@ -342,10 +443,17 @@ def table(results: list[dict]) -> str:
                 _run_cell(config_run(t, r)),
                 f"{s['memory']['peak_bytes'] / GB:.2f}" if s else "-",
                 largest,
-                f"{t['compile_s']:.0f} + {s['compile_s']:.0f}" if s else f"{t['compile_s']:.0f}",
+                _compile_cell(t, s),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _compile_cell(train: dict, sample: dict | None) -> str:
+    cell = f"{train['compile_s']:.0f}" + (f" + {sample['compile_s']:.0f}" if sample else "")
+    if train.get("same_program_as"):
+        cell += f" (train: the program of {train['same_program_as']}, not compiled again)"
+    return cell
 
 
 def _run_cell(run: dict | None) -> str:
@@ -436,6 +544,7 @@ def _table_case(spec, topology, slices, batch, remat, sample, out, name, timeout
         f"--sample={sample}",
         f"--json={json_path}",
         f"--hlo_dir={os.path.join(out, 'hlo', name)}",
+        f"--reuse_dir={out}",
     ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     log_path = os.path.join(out, f"{name}.log")
