@@ -300,6 +300,34 @@ def test_key_reference_replaces_the_key_frame_in_the_attention_only():
         without(x, t, {"key_reference": reference})
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 8, 8, 64), (3, 16, 16, 128), (2, 4, 4, 3)])
+def test_group_norm_is_flax_group_norm(shape):
+    """`layers.GroupNorm` reduces its statistics per channel first (lane-dense on a TPU) and
+    normalises as flax's GroupNorm does (two-pass variance, the same scale and bias), for clips,
+    frames, and fewer channels than groups; its values and gradients agree to float32 rounding."""
+    from vfjax.models import layers
+
+    channels = shape[-1]
+    norm = layers.GroupNorm(channels, layers.LayerOpts(dtype=jnp.float32), nnx.Rngs(0))
+    norm.scale[...] = 1 + jax.random.normal(jax.random.key(1), (channels,))
+    norm.bias[...] = jax.random.normal(jax.random.key(2), (channels,))
+    # An offset mean, per-channel spreads: what a one-pass variance would get wrong.
+    x = 5 + jax.random.normal(jax.random.key(3), shape) * jnp.linspace(0.5, 2, channels)
+    ours, flax_norm = norm.normalise, functools.partial(nnx.GroupNorm.__call__, norm)
+    np.testing.assert_allclose(ours(x), flax_norm(x), rtol=0, atol=2e-5)
+    stats = (
+        ours(x).reshape(shape[0], -1, norm.num_groups, norm.group_size)
+        - norm.bias[...].reshape(norm.num_groups, -1)
+    ) / norm.scale[...].reshape(norm.num_groups, -1)
+    np.testing.assert_allclose(stats.mean(axis=(1, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(stats.var(axis=(1, 3)), 1, atol=1e-3)
+
+    def grad(fn):
+        return jax.grad(lambda v: jnp.sum(jnp.sin(fn(v))))(x)
+
+    np.testing.assert_allclose(grad(ours), grad(flax_norm), rtol=0, atol=1e-4)
+
+
 def test_bf16_compute_runs_with_fp32_params():
     net = _video_net(True, "bfloat16")
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(net, nnx.Param)))

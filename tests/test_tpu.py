@@ -66,44 +66,68 @@ def test_a_program_compiled_before_is_not_compiled_again(tmp_path):
     """A train step whose program a case JSON in `reuse_dir` (the table's OUT) holds takes that
     result instead of compiling: configs that differ where the program does not (seed, run
     length at a constant learning rate) share one compile, as `sky_128` and `taichi_128` share
-    `ucf101_128`'s; their own run's figures are still their own. A JSON written before results
-    named their program is matched by lowering its config again; another network matches none."""
-    from vfjax import config as config_lib
+    `ucf101_128`'s; their own run's figures are still their own. A case's own earlier JSON comes
+    back as it was; a JSON written before results named their program, and another network,
+    match nothing."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    first_json = str(folder / "first.json")
+    first = tpu.analyse(_tiny(), TOPOLOGY, [8], sample=False)
+    compiled = dict(first["cases"][0]["train"])
+    assert len(compiled["program"]) == 16 and "same_program_as" not in compiled
+    (folder / "first.json").write_text(json.dumps(first))
+    other = _tiny(**{"seed": 7, "total_steps": 2 * first["total_steps"]})
+    again = tpu.analyse(other, TOPOLOGY, [8], sample=False, reuse_dir=str(folder))
+    train = again["cases"][0]["train"]
+    assert train["same_program_as"] == "first" and train["program"] == compiled["program"]
+    assert train["compile_s"] == compiled["compile_s"]
+    assert train["memory"] == compiled["memory"]
+    assert train["chip_hours"] == pytest.approx(2 * compiled["chip_hours"])
+    assert "(train: the program of first, not compiled again)" in tpu.table(
+        [{"config": "other", **again}]
+    )
+    rerun = tpu.analyse(
+        _tiny(), TOPOLOGY, [8], sample=False, reuse_dir=str(folder), own_json=first_json
+    )
+    assert rerun["cases"][0]["train"] == compiled  # Its own result, not a copy naming itself.
 
+    devices = tpu.topology_devices(TOPOLOGY)
+    same_as = tpu.earlier_programs(str(folder), TOPOLOGY, 1, False)
+    assert same_as(compiled["program"], 8)["same_program_as"] == "first"
+    assert same_as(compiled["program"], 16) is None  # Another batch.
+    _, _, lowered = tpu.lower_train(_tiny(**{"model.residual.channels": 32}), devices, 8)
+    assert same_as(tpu.program_id(lowered, TOPOLOGY, 1), 8) is None
+    del first["cases"][0]["train"]["program"]  # As written before results carried ids.
+    (folder / "first.json").write_text(json.dumps(first))
+    assert same_as(compiled["program"], 8) is None
+
+
+def test_table_run_takes_a_case_again_only_while_its_program_is_the_same(tmp_path, monkeypatch):
+    """The table's resume: a case JSON that names its program is taken again where the case
+    still lowers to that program (no compile), and compiled again where it does not (the code,
+    libtpu or its flags changed it: here its id is altered)."""
     spec = tmp_path / "tiny_tpu.py"
     spec.write_text(
         "from tests.helpers import tiny\n\n\ndef get_config(arg=None):\n"
         '    return tiny(**{"mesh.data": 2, "mesh.fsdp": 2})\n'
     )
-    first = tpu.analyse(config_lib.load_config(str(spec)), TOPOLOGY, [8], sample=False)
-    first["config"] = str(spec)
-    compiled = dict(first["cases"][0]["train"])
-    assert len(compiled["program"]) == 16 and "same_program_as" not in compiled
-    folder = tmp_path / "out"
-    folder.mkdir()
-    (folder / "first.json").write_text(json.dumps(first))
-    other = _tiny(**{"seed": 7, "total_steps": 2 * first["total_steps"]})
+    out = tmp_path / "out"
+    monkeypatch.setenv("PYTHONPATH", ROOT)  # The config file imports tests.helpers.
 
-    def reused():
-        again = tpu.analyse(other, TOPOLOGY, [8], sample=False, reuse_dir=str(folder))
-        train = again["cases"][0]["train"]
-        assert train["same_program_as"] == "first" and train["program"] == compiled["program"]
-        assert train["compile_s"] == compiled["compile_s"]
-        assert train["memory"] == compiled["memory"]
-        assert train["chip_hours"] == pytest.approx(2 * compiled["chip_hours"])
-        assert "(train: the program of first, not compiled again)" in tpu.table(
-            [{"config": "other", **again}]
-        )
+    def table():
+        (result,) = tpu.run_table([str(spec)], [TOPOLOGY], [8], str(out), sample=False)
+        return result["cases"][0]["train"]
 
-    reused()
-    del first["cases"][0]["train"]["program"]  # As written before results carried ids.
-    (folder / "first.json").write_text(json.dumps(first))
-    reused()
-    devices = tpu.topology_devices(TOPOLOGY)
-    _, _, lowered = tpu.lower_train(_tiny(**{"model.residual.channels": 32}), devices, 8)
-    wider = tpu.program_id(lowered, TOPOLOGY, 1)
-    assert wider != compiled["program"]
-    assert tpu.earlier_programs(str(folder), TOPOLOGY, 1, False, devices)(wider, 8) is None
+    first = table()
+    assert first["compile_s"] > 0 and len(first["program"]) == 16
+    assert table() == first  # Taken again: lowered, the same program, not compiled.
+    path = out / (tpu.case_name(str(spec), TOPOLOGY, 1, 8) + ".json")
+    stale = json.loads(path.read_text())
+    stale["cases"][0]["train"]["program"] = "0" * 16
+    stale["cases"][0]["train"]["compile_s"] = -1.0
+    path.write_text(json.dumps(stale))
+    again = table()
+    assert again["program"] == first["program"] and again["compile_s"] > 0  # Compiled again.
 
 
 def test_feature_network_compiles_for_a_tpu_slice():

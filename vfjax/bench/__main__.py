@@ -161,6 +161,7 @@ def run_command(command: str):
             sample=FLAGS.sample,
             hlo_dir=FLAGS.hlo_dir or None,
             reuse_dir=FLAGS.reuse_dir or None,
+            own_json=FLAGS.json or None,
         )
         result["config"] = config_flags.get_config_filename(FLAGS["config"])
         return tpu.table([result]), result

@@ -34,7 +34,6 @@ import time
 import jax
 import numpy as np
 
-from vfjax import config as config_lib
 from vfjax import fileio, run_setup, steps
 from vfjax import flops as flops_lib
 from vfjax.bench import compiled as compiled_lib
@@ -194,8 +193,8 @@ def compile_train(
     the compiled program's HLO text written there, gzipped (tens of MB of text for a paper
     config: what `bench.hlo` reads, kept for a closer look). With `where` (the topology and
     slice count), the result names its program (`program_id`); with `same_as` too (a function
-    of a program id giving an earlier result of that program, or None), a program compiled
-    before is not compiled again: its result comes back with `same_program_as`."""
+    of a program id and batch giving an earlier result of that program, or None), a program
+    compiled before is not compiled again: its result comes back with `same_program_as`."""
     config, setup, lowered = lower_train(config, devices, batch, remat)
     program = program_id(lowered, *where) if where else None
     earlier = same_as(program, batch) if same_as and program else None
@@ -220,20 +219,24 @@ def compile_train(
     }
 
 
-def earlier_programs(folder: str, topology: str, slices: int, remat: bool, devices):
-    """The `same_as` of `compile_train` for the case JSONs in `folder` (a table's OUT): a
-    program id's train result from a JSON of the same topology, slices, remat and batch, with
-    `same_program_as` naming that JSON. A JSON written before results carried ids is
-    identified by lowering its config again (`config`: the spec it was made from)."""
-    lowered_ids: dict = {}
+def earlier_programs(
+    folder: str,
+    topology: str,
+    slices: int,
+    remat: bool,
+    own_json: str | None = None,
+    step: str = "train",
+):
+    """The `same_as` of `compile_train` (of `compile_sampler` with `step='sample_step'`) for
+    the case JSONs in `folder` (a table's OUT): the result of a program id and batch from a
+    JSON of the same topology, slices, remat and libtpu flags, with `same_program_as` naming
+    the JSON that compiled it (`own_json`, the case's own earlier result, comes back as it is).
+    Results written before they carried ids match nothing: which program they hold is not
+    known."""
 
-    def candidates():
+    def same_as(program: str, batch: int) -> dict | None:
         for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
-            try:
-                with open(path) as f:
-                    result = json.load(f)
-            except (OSError, ValueError):
-                continue
+            result = isolate.json_file(path)("")
             if not isinstance(result, dict) or "cases" not in result:
                 continue
             if (result.get("topology"), result.get("slices")) != (topology, slices):
@@ -241,27 +244,15 @@ def earlier_programs(folder: str, topology: str, slices: int, remat: bool, devic
             if result.get("libtpu_flags", "") != os.environ.get("LIBTPU_INIT_ARGS", ""):
                 continue
             for case in result["cases"]:
-                train = case["train"]
-                if train["remat"] == remat and "same_program_as" not in train:
-                    yield path, result, train
-
-    def same_as(program: str, batch: int) -> dict | None:
-        for path, result, train in candidates():
-            if train["batch"] != batch:
-                continue
-            known = train.get("program")
-            if known is None and result.get("config"):
-                key = (result["config"], train["batch"])
-                if key not in lowered_ids:
-                    spec, _, arg = result["config"].partition(":")
-                    _, _, lowered = lower_train(
-                        config_lib.load_config(spec, arg or None), devices, train["batch"], remat
-                    )
-                    lowered_ids[key] = program_id(lowered, topology, slices)
-                known = lowered_ids[key]
-            if known == program:
+                found = case.get(step)
+                if not found or case["train"]["remat"] != remat:
+                    continue
+                if (found["batch"], found.get("program")) != (batch, program):
+                    continue
+                if own_json and os.path.abspath(path) == os.path.abspath(own_json):
+                    return dict(found)
                 name = os.path.basename(path).removesuffix(".json")
-                return {**train, "same_program_as": name}
+                return {"same_program_as": name, **found}  # Keeps the one that compiled it.
         return None
 
     return same_as
@@ -274,16 +265,24 @@ def _step_fn(setup, config):
     return step
 
 
-def compile_sampler(config, devices, batch: int) -> dict:
-    """One sampling step (the sampler's loop body: both networks once) at `batch` videos."""
+def compile_sampler(
+    config, devices, batch: int, where: tuple[str, int] | None = None, same_as=None
+) -> dict:
+    """One sampling step (the sampler's loop body: both networks once) at `batch` videos;
+    `where` and `same_as` as for `compile_train`."""
     config, setup = _setup(config, devices, batch, False)
     sampler = steps.make_sampler(config, setup, batch)
-    args = measure.abstract_sampler_args(config, setup, batch)
+    lowered = sampler.lower(*measure.abstract_sampler_args(config, setup, batch))
+    program = program_id(lowered, *where) if where else None
+    earlier = same_as(program, batch) if same_as and program else None
+    if earlier:
+        return {**earlier, "program": program}
     t0 = time.perf_counter()
-    compiled = sampler.lower(*args).compile()
+    compiled = lowered.compile()
     return {
         "batch": batch,
         "compile_s": round(time.perf_counter() - t0, 1),
+        **({"program": program} if program else {}),
         "memory": compiled_lib.memory(compiled),
         **_cost(compiled),
     }
@@ -330,13 +329,14 @@ def analyse(
     sample: bool = True,
     hlo_dir: str | None = None,
     reuse_dir: str | None = None,
+    own_json: str | None = None,
 ) -> dict:
     """Everything above for one config on `slices` slices of `topology`: per batch the train
     step (and with `remat='both'` or 'on' its rematerialised form) and one sampling step, the
     roofline, the chip-hours of `total_steps`, and the largest batch that fits; with `hlo_dir`,
     each train step's HLO text there (`train_b8.hlo.txt.gz`, `train_b8_remat.hlo.txt.gz`); with
     `reuse_dir`, a train step whose program a case JSON there holds is not compiled again
-    (`earlier_programs`)."""
+    (`earlier_programs`; `own_json`: where this result will be written)."""
     chip = chip_of(topology)
     devices = topology_devices(topology, slices)
     chips = chips_in(devices)
@@ -361,7 +361,7 @@ def analyse(
                 hlo_path = os.path.join(hlo_dir, f"train_b{batch}{suffix}.hlo.txt.gz")
             same_as = None
             if reuse_dir:
-                same_as = earlier_programs(reuse_dir, topology, slices, use_remat, devices)
+                same_as = earlier_programs(reuse_dir, topology, slices, use_remat, own_json)
             train = compile_train(
                 config, devices, batch, use_remat, hlo_path, (topology, slices), same_as
             )
@@ -373,7 +373,14 @@ def analyse(
             row["train"]["fits"] = peak <= USABLE_FRACTION * chip.hbm_bytes * chips / len(devices)
             row["train"]["config_run"] = config_run(row["train"], result)
             if sample and not use_remat:
-                row["sample_step"] = compile_sampler(config, devices, batch)
+                same_as = None
+                if reuse_dir:
+                    same_as = earlier_programs(
+                        reuse_dir, topology, slices, False, own_json, step="sample_step"
+                    )
+                row["sample_step"] = compile_sampler(
+                    config, devices, batch, (topology, slices), same_as
+                )
             result["cases"].append(row)
     return with_largest_batches(result)
 
@@ -451,8 +458,9 @@ def table(results: list[dict]) -> str:
 
 def _compile_cell(train: dict, sample: dict | None) -> str:
     cell = f"{train['compile_s']:.0f}" + (f" + {sample['compile_s']:.0f}" if sample else "")
-    if train.get("same_program_as"):
-        cell += f" (train: the program of {train['same_program_as']}, not compiled again)"
+    for step, result in (("train", train), ("sampling", sample or {})):
+        if result.get("same_program_as"):
+            cell += f" ({step}: the program of {result['same_program_as']}, not compiled again)"
     return cell
 
 
@@ -492,7 +500,8 @@ def run_table(
     paper config holds several GB and takes tens of minutes on a small host), each written to
     OUT/NAME.json as it finishes (its compiled HLO text in OUT/hlo/NAME/); then, per config and
     topology, the batches together (with the largest batch that fits) in OUT/tpu.json and
-    OUT/tpu.md. A run cut short resumes: cases whose JSON is in OUT are reused. Without
+    OUT/tpu.md. A run cut short resumes: a case whose JSON in OUT holds its program (the same
+    `program_id`), or any other case's JSON there that does, is not compiled again. Without
     `compile_missing` nothing is compiled: the table of the cases in OUT, the others marked."""
     for topology in topologies:  # Bad names fail here, before any compile.
         chip_of(topology)
@@ -528,9 +537,15 @@ def _table_case(spec, topology, slices, batch, remat, sample, out, name, timeout
     """One batch of one config on one topology in its own process: `(result, error)`."""
     json_path = os.path.join(out, f"{name}.json")
     collect = isolate.json_file(json_path)
-    if collect(""):
-        isolate.log(f"[{name}] reusing {json_path}")
-        return collect(""), None
+    earlier = collect("")
+    if earlier and not all(case["train"].get("program") for case in earlier["cases"]):
+        # Written before results named their program: kept as it is (which program it holds,
+        # and so whether the code has changed it since, is not known).
+        isolate.log(f"[{name}] reusing {json_path} (compiled before program ids were kept)")
+        return earlier, None
+    # A JSON with program ids is taken again only where the program is still the one it holds
+    # (the case lowers its program, seconds, and `--reuse_dir` finds it); a changed program
+    # (the model's code, libtpu, the flags) is compiled again and the JSON replaced.
     argv = [
         sys.executable,
         "-m",

@@ -160,13 +160,48 @@ class GroupNorm(nnx.GroupNorm):
     def __call__(
         self, x: Array, act: bool = False, scale_shift: tuple[Array, Array] | None = None
     ) -> Array:
-        y = super().__call__(x)
+        y = self.normalise(x)
         if scale_shift is not None:
             scale, shift = scale_shift
             y = y * (1.0 + scale.astype(jnp.float32)) + shift.astype(jnp.float32)
         if act:
             y = jax.nn.silu(y)
         return y.astype(self.compute_dtype)
+
+    def normalise(self, x: Array) -> Array:
+        """flax's `GroupNorm.__call__` (two-pass statistics, the same parameters), with the
+        statistics reduced per channel first and summed over each group's channels on the small
+        `[batch, channels]` result (`group_norm`)."""
+        scale = self.scale[...] if self.scale is not None else None
+        bias = self.bias[...] if self.bias is not None else None
+        return group_norm(x, scale, bias, self.num_groups, self.epsilon)
+
+
+def group_norm(x: Array, scale, bias, groups: int, eps: float) -> Array:
+    """Group normalisation of `x` (`[B, ..., C]`: statistics per example over every axis but the
+    first, in groups of channels), in float32. flax reshapes the activation to `[..., groups,
+    channels per group]`, which on a TPU puts 4 channels (128 in 32 groups) in the 128 lanes of
+    a tile; here each channel's sums are taken first and summed over its group on the small
+    `[B, C]` result. Measured on a reduced `ucf101_64` compiled for v5e: 4.5% fewer bytes, 7.8%
+    less peak memory (PERFORMANCE.md, "Where the bytes go"). Only the summation order differs
+    from flax."""
+    x = x.astype(jnp.float32)
+    axes = tuple(range(1, x.ndim - 1))
+    count = x.size // (x.shape[0] * groups)  # Elements in one group of one example.
+    expand = (slice(None),) + (None,) * len(axes)
+
+    def group_mean(sums: Array) -> Array:
+        """`[B, C]` sums per channel -> each channel's group mean, `[B, C, ...]` broadcastable."""
+        means = sums.reshape(sums.shape[0], groups, -1).sum(-1) / count
+        return jnp.repeat(means, sums.shape[-1] // groups, axis=-1)[expand]
+
+    centred = x - group_mean(x.sum(axes))
+    y = centred * jax.lax.rsqrt(group_mean(jnp.square(centred).sum(axes)) + eps)
+    if scale is not None:
+        y = y * scale.astype(jnp.float32)
+    if bias is not None:
+        y = y + bias.astype(jnp.float32)
+    return y
 
 
 def resample_2x(x: Array, direction: str) -> Array:
