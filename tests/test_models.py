@@ -326,6 +326,18 @@ def test_group_norm_is_flax_group_norm(shape):
         return jax.grad(lambda v: jnp.sum(jnp.sin(fn(v))))(x)
 
     np.testing.assert_allclose(grad(ours), grad(flax_norm), rtol=0, atol=1e-4)
+    # The whole layer (normalisation, the timestep's scale-shift, SiLU; rematerialised in the
+    # backward pass) against the same steps on flax's GroupNorm.
+    ts = jax.random.normal(jax.random.key(4), (2, shape[0], *(1,) * (len(shape) - 2), channels))
+
+    def flax_layer(v):
+        return jax.nn.silu(flax_norm(v) * (1 + ts[0]) + ts[1])
+
+    def layer(v):
+        return norm(v, act=True, scale_shift=(ts[0], ts[1]))
+
+    np.testing.assert_allclose(layer(x), flax_layer(x), rtol=0, atol=5e-5)
+    np.testing.assert_allclose(grad(layer), grad(flax_layer), rtol=0, atol=2e-4)
 
 
 def test_bf16_compute_runs_with_fp32_params():
