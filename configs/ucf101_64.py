@@ -13,10 +13,11 @@ colon makes it class-conditional, sampled with classifier-free guidance at scale
 docstring (`print(module.__doc__)`).
 
 TPU (compiled on a CPU for the slice: PERFORMANCE.md, "TPU programs compiled on this CPU"):
-`v5e:4x8`, 2 videos a chip (11.1 GB of the chip's 16 GiB; 3 would take 15.9 GB by the compiles
-at 1 and 2, over 90% of it), the batch of 64 on 32 chips, step bound 318 ms by memory (XLA's TPU
-cost model), 1130 chip-hours for 400k steps at that bound. v5p holds the same 2 videos a chip in
-11.6 GB of 95 GiB at a 113 ms bound (401 chip-hours on 32 chips).
+`v5e:4x8`, 2 videos a chip (7.9 GB of the chip's 16 GiB), the batch of 64 on 32 chips, step
+bound 275 ms by memory (XLA's TPU cost model), 978 chip-hours for 400k steps at that bound. By
+a straight line through that compile 4 videos a chip would fit (`v5e:4x4`): not compiled yet.
+Before the GroupNorm change (PERFORMANCE.md) the same case took 11.1 GB and 318 ms, and v5p held
+2 videos a chip in 11.6 GB of 95 GiB at a 113 ms bound (401 chip-hours on 32 chips).
 """
 
 from vfjax import experiments

@@ -538,7 +538,8 @@ def _table_case(spec, topology, slices, batch, remat, sample, out, name, timeout
     json_path = os.path.join(out, f"{name}.json")
     collect = isolate.json_file(json_path)
     earlier = collect("")
-    if earlier and not all(case["train"].get("program") for case in earlier["cases"]):
+    steps_run = [step for case in (earlier or {}).get("cases", []) for step in case.values()]
+    if earlier and not (steps_run and all(step.get("program") for step in steps_run)):
         # Written before results named their program: kept as it is (which program it holds,
         # and so whether the code has changed it since, is not known).
         isolate.log(f"[{name}] reusing {json_path} (compiled before program ids were kept)")

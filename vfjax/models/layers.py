@@ -179,7 +179,7 @@ class GroupNorm(nnx.GroupNorm):
 # Rematerialised: the backward pass recomputes the float32 normalisation, scale-shift and SiLU
 # from the layer's input (compute dtype) instead of keeping their float32 intermediates. On a
 # TPU (reduced `ucf101_64`, v5e) that is 7.6% fewer bytes a train step and 5% less peak memory
-# than keeping them, for 0.3% more FLOPs (PERFORMANCE.md, "Where the bytes go").
+# than keeping them, for 0.2% more FLOPs (PERFORMANCE.md, "Where the bytes go").
 @functools.partial(jax.checkpoint, static_argnums=(4, 5, 6, 7))
 def _norm_act(x, scale, bias, scale_shift, groups: int, eps: float, act: bool, dtype) -> Array:
     """`group_norm`, then the timestep's scale and shift and the SiLU, in float32; one cast to
@@ -207,7 +207,7 @@ def group_norm(x: Array, scale, bias, groups: int, eps: float) -> Array:
     expand = (slice(None),) + (None,) * len(axes)
 
     def group_mean(sums: Array) -> Array:
-        """`[B, C]` sums per channel -> each channel's group mean, `[B, C, ...]` broadcastable."""
+        """`[B, C]` sums per channel -> each channel's group mean, as `[B, 1, ..., 1, C]`."""
         means = sums.reshape(sums.shape[0], groups, -1).sum(-1) / count
         return jnp.repeat(means, sums.shape[-1] // groups, axis=-1)[expand]
 
