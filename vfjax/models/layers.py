@@ -167,14 +167,6 @@ class GroupNorm(nnx.GroupNorm):
             x, scale, bias, scale_shift, self.num_groups, self.epsilon, act, self.compute_dtype
         )
 
-    def normalise(self, x: Array) -> Array:
-        """flax's `GroupNorm.__call__` (two-pass statistics, the same parameters), with the
-        statistics reduced per channel first and summed over each group's channels on the small
-        `[batch, channels]` result (`group_norm`)."""
-        scale = self.scale[...] if self.scale is not None else None
-        bias = self.bias[...] if self.bias is not None else None
-        return group_norm(x, scale, bias, self.num_groups, self.epsilon)
-
 
 # Rematerialised: the backward pass recomputes the float32 normalisation, scale-shift and SiLU
 # from the layer's input (compute dtype) instead of keeping their float32 intermediates. On a
