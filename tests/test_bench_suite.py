@@ -197,3 +197,39 @@ def test_out_of_memory_reruns_at_half_the_batch_and_ratios_pair_batches():
     memory = next(q for q in report.ratios(rows) if q["field"] == "peak_memory_gib")
     assert memory["value"] == pytest.approx(0.8)
     assert (memory["numerator"], memory["denominator"]) == ("train_vf_b8", "train_vdm_b8")
+
+
+def test_a_case_killed_by_the_kernel_names_its_own_error_not_libtpus_startup(tmp_path):
+    """A deviceless TPU case's output starts with libtpu's own "Error" lines on a host without
+    a TPU: they are not what failed. The recorded error names the case's last error line, and a
+    SIGKILL says what usually sends it."""
+
+    output = "\n".join(
+        [
+            "WARNING: could not determine TPU accelerator type, please set env var "
+            "`TPU_ACCELERATOR_TYPE` manually",
+            "E0000 common_lib.cc:554] INVALID_ARGUMENT: Error: unexpected worker hostname "
+            "'WARNING: could not determine TPU worker hostnames' from env var "
+            "TPU_WORKER_HOSTNAMES.",
+            "=== Source Location Trace: ===",
+            "learning/45eac/tfrc/runtime/libtpu_init_utils.cc:327",
+        ]
+    )
+    assert "TPU_WORKER_HOSTNAMES" not in isolate.error_line(output)
+    failing = output + "\nValueError: model.num_classes=7 but data set 'synthetic' has 4 classes\n"
+    assert isolate.error_line(failing).startswith("ValueError: model.num_classes=7")
+    script = tmp_path / "case.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        f"print({output!r}, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    case = isolate.run_case(
+        "killed",
+        [sys.executable, str(script)],
+        timeout_s=60,
+        log_path=str(tmp_path / "case.log"),
+        collect=lambda out: None,
+    )
+    assert case["error"].startswith("killed by signal 9 (the kernel's out-of-memory killer")
+    assert "TPU_WORKER_HOSTNAMES" not in case["error"]

@@ -117,6 +117,7 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
         ("diffusion.base_image_weight", -1.0, "diffusion.base_image_weight must be >= 0"),
         ("diffusion.snr_floor", 6.0, r"diffusion.snr_floor must lie in \[0, diffusion.min_snr"),
         ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),
+        ("diffusion.context_rate", 1.0, r"diffusion.context_rate must lie in \[0, 1\)"),
         ("sampling.long_method", "loop", "sampling.long_method must be one of"),
         ("model.base.patch_size", 0, "model.base.patch_size must be a positive integer"),
         # 16 pixels: a 3-pixel patch does not tile them; 4-pixel patches leave a 4x4 grid that
@@ -232,6 +233,20 @@ def test_ucf101_class_variant_knows_its_class_count_without_data(name):
     assert c.model.num_classes == experiments.UCF101_CLASSES == 101
     assert run_setup.prepare_config(c, with_data=False).model.num_classes == 101
     assert vfc.load_config(os.path.join(ROOT, "configs", f"{name}.py")).model.num_classes == 0
+
+
+def test_held_context_needs_the_held_flags():
+    """`diffusion.context_rate > 0` on a residual generator that cannot be told which frames are
+    held is refused in one line; with `model.residual.held_frames` it passes."""
+    c = vfc.load_config(os.path.join(ROOT, "configs", "default.py"))
+    c.diffusion.context_rate = 0.5
+    c.model.residual.held_frames = False
+    with pytest.raises(ValueError, match="context_rate > 0 needs model.residual.held_frames"):
+        vfc.validate(c, with_data=False)
+    c.model.residual.held_frames = True
+    vfc.validate(c, with_data=False)
+    c.model.kind, c.model.residual.held_frames = "image", False  # Frames as images: unused.
+    vfc.validate(c, with_data=False)
 
 
 def test_class_count_that_disagrees_with_the_data_set_is_refused():

@@ -103,3 +103,31 @@ def test_anchored_long_video_end_to_end(key_attention_run):
     assert np.abs(anchored[:, 4:] - plain[:, 4:]).mean() > 1e-4
     with pytest.raises(ValueError, match="sampling.long_anchor needs"):
         sample.sample(tiny(**{"sampling.long_anchor": True}), key_attention_run)
+
+
+HELD = {"diffusion.context_rate": 0.5, "model.residual.held_frames": True}
+
+
+def test_held_context_run_trains_and_continues_with_its_held_frames_shown(tmp_path, monkeypatch):
+    """A run trained with held frames (`diffusion.context_rate`) trains under `train.train` and
+    makes a long video whose continuation clips are sampled with the held frames shown
+    (`sampling.sample(show_known=True)`); its first clip, holding nothing, is sampled as before."""
+    from vfjax import train
+    from vfjax.diffusion import sampling
+
+    workdir = str(tmp_path / "run")
+    train.train(tiny(**HELD, total_steps=2, checkpoint_every_steps=2), workdir)
+    calls = []
+    original = sampling.sample
+
+    def recording(*args, **kwargs):
+        calls.append((kwargs.get("known") is not None, kwargs.get("show_known", False)))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample", recording)
+    out = sample.sample(tiny(**HELD, **{"sampling.num_frames": 5}), workdir)
+    assert out["clips"] == 2 and out["long_video"]["clip_starts"] == [4]
+    assert (True, True) in calls and (False, False) in calls
+    assert all(known == shown for known, shown in calls)
+    video = np.load(out["paths"][0][: -len(".gif")] + ".npy")
+    assert video.shape[1] == 5

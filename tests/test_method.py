@@ -421,3 +421,110 @@ def test_reconstruction_guidance_conditions_on_the_held_values():
     replaced, guided = free_frame_error(0.0), free_frame_error(2.0)
     print(f"free frames' error: replacement {replaced:.4f}, guidance 2: {guided:.4f}")
     assert guided < 0.25 * replaced, (guided, replaced)
+
+
+def test_held_frames_are_a_prefix_in_the_given_share_of_clips():
+    """`decomposed.held_frames`: in about `rate` of the clips a prefix of 1 to N - 1 frames, every
+    count drawn; no frame elsewhere; never the whole clip."""
+    held = np.asarray(decomposed.held_frames(jax.random.key(0), 4000, N, 0.5))
+    counts = held.sum(axis=1)
+    np.testing.assert_array_equal(held, np.arange(N)[None] < counts[:, None])  # Prefixes.
+    assert 0.47 < np.mean(counts > 0) < 0.53
+    assert set(np.unique(counts[counts > 0])) == set(range(1, N))
+    assert not np.asarray(decomposed.held_frames(jax.random.key(0), 64, N, 0.0)).any()
+
+
+@pytest.mark.parametrize("vdm", [False, True])
+def test_context_rate_shows_held_frames_clean_and_leaves_them_out_of_the_loss(vdm):
+    """With `context_rate`, the residual generator gets the held frames' clean values and their
+    flags, and what it answers there does not change the loss (the key frame's term, the base
+    generator's, stays in it); the timesteps and noise of the other frames are those of a run
+    without held frames."""
+    abar = jnp.asarray(schedules.make_schedule("linear", 1000))
+    lambdas = (
+        jnp.asarray(decomposed.independent_lambdas(N))
+        if vdm
+        else jnp.asarray(decomposed.frame_lambdas(N, 0.5, K))
+    )
+    x0 = jax.random.uniform(jax.random.key(3), SHAPE, minval=-1, maxval=1)
+    base = None if vdm else (lambda z, t: 0.5 * z)
+    seen = []
+
+    def residual(garbage):
+        def fn(z, t, held=None):
+            seen.append((np.asarray(z), None if held is None else np.asarray(held)))
+            out = 0.3 * z
+            if held is not None:
+                out = jnp.where(held[:, :, None, None, None], garbage, out)
+            return out
+
+        return fn
+
+    def loss(fn, rate):
+        return decomposed.videofusion_loss(
+            base, fn, x0, jax.random.key(4), lambdas, abar, K, context_rate=rate
+        )
+
+    plain, _ = loss(residual(0.0), 0.0)
+    assert seen[-1][1] is None  # No flags without held frames: the call is as before.
+    with_held, terms = loss(residual(0.0), 0.9)
+    zr, held = seen[-1]
+    assert held.shape == SHAPE[:2] and held.any()
+    np.testing.assert_array_equal(zr[held], np.asarray(x0)[held])  # Shown clean.
+    assert np.all(np.abs(zr[~held] - np.asarray(x0)[~held]) > 0)  # The others are noisy.
+    assert loss(residual(100.0), 0.9)[0] == pytest.approx(float(with_held), rel=1e-6)
+    # Frames not held keep their noise and timesteps: with none held, the two losses agree.
+    none_held, _ = decomposed.videofusion_loss(
+        base, residual(0.0), x0, jax.random.key(4), lambdas, abar, K, context_rate=1e-9
+    )
+    assert not seen[-1][1].any()
+    assert float(none_held) == pytest.approx(float(plain), rel=1e-6)
+    if not vdm:
+        assert float(terms["loss_key"]) > 0
+
+
+def test_show_known_gives_the_residual_generator_the_held_values_and_flags():
+    """`sampling.sample(show_known=True)`: at every step the residual generator's input holds
+    the known frames' clean values and its condition their flags; the held frames still come out
+    as they went in."""
+    abar = jnp.asarray(schedules.make_schedule("linear", 1000))
+    lambdas = decomposed.frame_lambdas(N, 0.5, K)
+    values = jax.random.uniform(jax.random.key(8), SHAPE, minval=-1, maxval=1)
+    mask = np.arange(N) <= K
+    seen, inputs = [], []
+
+    def residual_fn(z, t, cond):
+        seen.append(cond)
+        # What the held slots hold at each step (the sampler's scan traces this once).
+        jax.debug.callback(lambda a: inputs.append(np.asarray(a)), z[:, mask])
+        return 0.3 * z + 0.2 * jnp.roll(z, 1, axis=1)
+
+    def run(show):
+        seen.clear()
+        inputs.clear()
+        out = sampling.sample(
+            lambda z, t, cond: 0.5 * z,
+            residual_fn,
+            SHAPE,
+            jax.random.key(1),
+            jax.random.key(2),
+            lambdas,
+            abar,
+            K,
+            num_steps=4,
+            eta=1.0,
+            known=(values, mask),
+            show_known=show,
+        )
+        return out, list(seen), list(inputs)
+
+    shown, conds, steps = run(True)
+    np.testing.assert_allclose(shown[:, mask], values[:, mask], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(conds[-1]["held"]), np.broadcast_to(mask, SHAPE[:2]))
+    assert len(steps) == 4
+    for held_input in steps:
+        np.testing.assert_allclose(held_input, np.asarray(values[:, mask]), atol=1e-6)
+    hidden, conds, steps = run(False)
+    assert conds[-1] is None
+    assert np.abs(steps[0] - np.asarray(values[:, mask])).mean() > 0.1  # Noisy latents.
+    assert np.abs(np.asarray(shown[:, ~mask]) - np.asarray(hidden[:, ~mask])).mean() > 1e-3

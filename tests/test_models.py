@@ -300,6 +300,22 @@ def test_key_reference_replaces_the_key_frame_in_the_attention_only():
         without(x, t, {"key_reference": reference})
 
 
+def test_held_flags_change_only_the_flagged_frames_and_none_is_no_flag():
+    """`held_frames`: with frames that do not meet (no temporal layer), flagging
+    frame 0 as held changes frame 0's output and leaves the others' as they were; all flags
+    False is the same as no `cond['held']`."""
+    net = _perturbed_frame_wise_net(held_frames=True)
+    x = jax.random.normal(jax.random.key(0), (2, 4, 8, 8, 3))
+    t = jnp.full((2,), 500)
+    run = nnx.jit(lambda m, x, t, h: m(x, t, {"held": h}))
+    plain = np.asarray(_forward(net, x, t))
+    none = np.asarray(run(net, x, t, jnp.zeros((2, 4), bool)))
+    np.testing.assert_allclose(none, plain, atol=1e-6)
+    first = np.asarray(run(net, x, t, jnp.arange(4)[None].repeat(2, 0) < 1))
+    assert np.abs(first[:, 0] - plain[:, 0]).max() > 1e-2
+    np.testing.assert_allclose(first[:, 1:], plain[:, 1:], atol=1e-6)
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 8, 8, 64), (3, 16, 16, 128), (2, 4, 4, 3)])
 def test_group_norm_is_flax_group_norm(shape):
     """`layers.GroupNorm` reduces its statistics per channel first (lane-dense on a TPU) and

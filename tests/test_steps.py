@@ -665,6 +665,9 @@ def test_sample_videos_hands_the_model_the_sampling_config(calls, conditional, w
         assert got_known is None
     known_guidance = kw.pop("known_guidance")
     assert known_guidance == (3.0 if with_known else 0.0) and type(known_guidance) is float
+    # A model trained with held frames (the default's) is shown its held frames clean.
+    assert steps.shows_held(c)
+    assert kw.pop("show_known", False) is with_known
     assert not kw
     level = sum(np.mean(p) for p in jax.tree.leaves(params))
     np.testing.assert_allclose(out, level + np.zeros(shape), rtol=1e-6)

@@ -181,3 +181,22 @@ def test_the_law_applies_to_synthetic_clips_of_one_object_only():
     with pytest.raises(ValueError, match="one object"):
         synthetic_law.Law.of(_data_config(num_objects=2))
     assert isinstance(_data_config(), ml_collections.ConfigDict)
+
+
+def test_reversals_are_turns_away_from_the_walls_only():
+    """Real 32-frame videos (which bounce off the walls) turn back nowhere else; a clip whose
+    object turns back in the middle of the frame is caught at that frame, and counted at a seam
+    when one is named there."""
+    data = _default_data()
+    real = synthetic_law.real_clips(data, 8, 32)
+    law = synthetic_law.Law.of(data)
+    assert not synthetic_law.reversals(real, law).any()
+    # Out along x from the middle for 4 frames, then back: the turn is at frame 4.
+    x = 5.0 + np.concatenate([np.arange(5.0), 3.0 - np.arange(4.0)])
+    centres = np.stack([x, np.full_like(x, 8.0)], axis=1)
+    clip = _draw("square", centres, 3.5, 1.0, 16)[None]
+    turned = synthetic_law.reversals(clip, law)
+    assert turned[0].nonzero()[0].tolist() == [4]
+    report = synthetic_law.reversal_report(clip, law, seams=[4, 6])
+    assert report["count"] == 1 and report["at_seams"] == 1
+    assert report["per_100_frames"] == pytest.approx(100 / 9, abs=1e-3)

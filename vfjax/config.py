@@ -121,6 +121,12 @@ def base_config() -> ml_collections.ConfigDict:
     # batch; vfjax.diffusion.decomposed.sample_timesteps).
     c.diffusion.t_sampling = "uniform"
     c.diffusion.t_uniform_share = 0.1  # 'importance': the share of draws made uniformly.
+    # The share of training clips whose first frames (a random count, 1 to N - 1) are held: given
+    # clean to the residual generator, flagged to it (`model.residual.held_frames`) and left out
+    # of the loss, as a long video's next clip holds the frames of the clip before
+    # (`decomposed.videofusion_loss`; `vfjax.long_video` then shows its held frames so). 0: none.
+    # Unused by `model.kind='image'`.
+    c.diffusion.context_rate = 0.0
 
     c.model = ml_collections.ConfigDict()
     c.model.kind = "videofusion"  # 'videofusion', 'vdm' or 'image'.
@@ -450,6 +456,16 @@ def validate(
                 "diffusion.key_input='clean' and model.residual.key_frame_attn_resolutions at a "
                 "resolution of its levels."
             )
+    context_rate = c.diffusion.get("context_rate", 0.0)
+    if not 0.0 <= context_rate < 1.0:
+        raise ValueError(f"diffusion.context_rate must lie in [0, 1), got {context_rate}.")
+    # The image model (`model.kind='image'`) trains on frames as images: it has no held frames.
+    held_flags = c.model.residual.get("held_frames", False)
+    if context_rate > 0 and c.model.kind != "image" and not held_flags:
+        raise ValueError(
+            "diffusion.context_rate > 0 needs model.residual.held_frames=True (the residual "
+            "generator must be told which frames are held)."
+        )
     if not 0 <= c.sampling.long_overlap < c.data.num_frames:
         raise ValueError(
             f"sampling.long_overlap must be in [0, {c.data.num_frames - 1}] (0: up to the key "

@@ -19,7 +19,9 @@ A model trained on clips of N frames makes a video of F > N frames in one of two
   noisy latents only, and the clips meet with a jump. With `sampling.long_anchor` the later
   clips' attention to the key frame reads the first clip's key frame (`vfjax.models.unet3d.
   UNet3D`'s `key_reference`): their held frames say where the object is and how it moves, the
-  first key frame what it looks like.
+  first key frame what it looks like. A model trained with held frames
+  (`diffusion.context_rate`, `model.residual.held_frames`) is shown them clean and flagged at
+  every step besides (`sampling.sample`'s `show_known`, `steps.shows_held`), as in its training.
 
 `make_long_sampler` returns one function for both; `clip_starts` says where each clip's own
 frames begin (for the boundary measures of `vfjax.consistency`).

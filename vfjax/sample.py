@@ -151,13 +151,22 @@ def frame_consistency(config, videos: np.ndarray) -> dict:
 
 def data_law(config, videos: np.ndarray) -> dict:
     """The synthetic set's law (`vfjax.data.synthetic_law`) scored on the generated videos,
-    whole (a long video as one), beside as many real videos of the same length."""
+    whole (a long video as one), beside as many real videos of the same length; with each side's
+    turns away from the walls (`synthetic_law.reversal_report`; a long video's: also how many at
+    its seams, the frame before each clip's first new one)."""
     law = synthetic_law.Law.of(config.data)
     real = synthetic_law.real_clips(config.data, len(videos), videos.shape[1])
-    return {
+    total = videos.shape[1]
+    seams = None
+    if total > config.data.num_frames:
+        seams = [s - 1 for s in long_video.clip_starts(config, total)]
+    out = {
         "generated": synthetic_law.report(videos, law),
         "real": synthetic_law.report(real, law),
     }
+    out["generated"]["reversals"] = synthetic_law.reversal_report(videos, law, seams)
+    out["real"]["reversals"] = synthetic_law.reversal_report(real, law)
+    return out
 
 
 def beside_real(config, videos: np.ndarray, path: str, count: int = 16) -> str:

@@ -32,6 +32,7 @@ def diffusion_from_config(config) -> Diffusion:
         config.diffusion.get("t_sampling", "uniform"),
         config.diffusion.get("t_uniform_share", 0.1),
         config.diffusion.get("snr_floor", 0.0),
+        config.diffusion.get("context_rate", 0.0),
     )
 
 
@@ -57,10 +58,10 @@ def make_cond(config, batch: dict, rng: Array | None = None) -> dict | None:
 
 def null_cond(config, cond: dict | None) -> dict | None:
     """The dropped condition: the null class (index `num_classes`) or a zero text embedding; a
-    long video's `key_reference` (`vfjax.models.unet3d.UNet3D`) is kept, not dropped."""
+    long video's `key_reference` and held frames' flags (`vfjax.models.unet3d.UNet3D`) are kept."""
     if cond is None:
         return None
-    out = {"key_reference": cond["key_reference"]} if "key_reference" in cond else {}
+    out = {k: cond[k] for k in ("key_reference", "held") if k in cond}
     if "label" in cond:
         out["label"] = jnp.full_like(cond["label"], config.model.num_classes)
     if "text" in cond:
@@ -262,7 +263,15 @@ def sample_videos(
         num_clips=num_clips,
         known=known,
         known_guidance=float(s.long_guidance) if known is not None else 0.0,
+        # A model trained with held frames sees its held frames as it was trained to.
+        **({"show_known": True} if known is not None and shows_held(config) else {}),
     )
+
+
+def shows_held(config) -> bool:
+    """Whether the model reads held frames clean and flagged (`model.residual.held_frames`,
+    trained with `diffusion.context_rate`; VideoFusion and VDM)."""
+    return config.model.kind != "image" and bool(config.model.residual.get("held_frames", False))
 
 
 def make_sampler(config, setup: state_lib.Setup, batch: int, num_clips: int = 1):

@@ -19,6 +19,12 @@ _OOM = re.compile(
     r"RESOURCE_EXHAUSTED|out of memory|OutOfMemoryError|Out of memory|Cannot allocate memory"
 )
 _ERROR = re.compile(r"error|Error|ERROR|exception|Exception|Killed")
+# What libtpu prints when it starts on a host without a TPU (the deviceless compiles of `bench
+# tpu`): it names an "Error" but is no failure, and would hide the line that says what failed.
+_LIBTPU_STARTUP = re.compile(
+    r"TPU_WORKER_HOSTNAMES|TPU_ACCELERATOR_TYPE|could not determine TPU|Source Location Trace|"
+    r"libtpu_init_utils|Logging before InitGoogle"
+)
 
 
 def log(message: str) -> None:
@@ -53,6 +59,7 @@ def last_json_line(output: str) -> dict | None:
 def error_line(output: str) -> str:
     """The line of a failed case's output that says what went wrong, or its last line."""
     lines = [x.strip() for x in output.splitlines() if x.strip()]
+    lines = [x for x in lines if not _LIBTPU_STARTUP.search(x)]
     for line in reversed(lines):
         if _OOM.search(line):
             return line[:300]
@@ -103,7 +110,8 @@ def run_case(
         error = error_line(output)
         status = OOM if _OOM.search(output) else FAILED
         if code < 0:  # Killed by a signal: the kernel's OOM killer sends SIGKILL.
-            error = f"killed by signal {-code}; {error}"
+            why = " (the kernel's out-of-memory killer, if the host ran out)" if code == -9 else ""
+            error = f"killed by signal {-code}{why}; {error}"
     else:
         result = collect(output)
         if result is None:

@@ -395,6 +395,44 @@ def report_from_counts(totals: dict, law: Law) -> dict:
     }
 
 
+def reversals(
+    videos: np.ndarray, law: Law, min_step: float = 0.15, wall_margin: float = 1.0
+) -> np.ndarray:
+    """`[B, N]` bool: the frames of clips `[B, N, H, W, C]` where the object turns back along an
+    axis away from the walls: its fitted centre moves at least `min_step` pixels one way into the
+    frame and as much the other way out of it, while more than `wall_margin` pixels from the
+    walls its size leaves. The data's objects turn only at the walls (real clips: none); where a
+    long video's track breaks, this says at which frames."""
+    videos = np.asarray(videos, np.float32)
+    b, n = videos.shape[:2]
+    fit = fit_frames(videos.reshape((b * n,) + videos.shape[2:]), law)
+    centre = fit["centre"].reshape(b, n, 2)
+    size = fit["size"].reshape(b, n, 1)
+    step = np.diff(centre, axis=1)  # [B, N - 1, 2]
+    before, after = step[:, :-1], step[:, 1:]
+    turned = (np.abs(before) >= min_step) & (np.abs(after) >= min_step)
+    turned &= np.sign(before) != np.sign(after)
+    inside = (centre[:, 1:-1] > size[:, 1:-1] + wall_margin) & (
+        centre[:, 1:-1] < law.resolution - size[:, 1:-1] - wall_margin
+    )
+    out = np.zeros((b, n), bool)
+    out[:, 1:-1] = np.any(turned & inside, axis=-1)
+    return out
+
+
+def reversal_report(videos: np.ndarray, law: Law, seams: list[int] | None = None) -> dict:
+    """`reversals` of clips, counted: per 100 frames, and (a long video's `seams`, the last held
+    frame before each clip's new ones) how many fall there."""
+    turned = reversals(videos, law)
+    out = {
+        "count": int(turned.sum()),
+        "per_100_frames": round(100.0 * float(turned.mean()), 3),
+    }
+    if seams:
+        out["at_seams"] = int(turned[:, [s for s in seams if 0 <= s < turned.shape[1]]].sum())
+    return out
+
+
 def report(videos: np.ndarray, law: Law) -> dict:
     """`report_from_counts` of clips `[B, N, H, W, C]`."""
     return report_from_counts(counts(score_clips(videos, law)), law)

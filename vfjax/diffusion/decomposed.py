@@ -297,11 +297,14 @@ def predict_noise(
     key_frame: int,
     key_input: str = "latent",
     key_value: Array | None = None,
+    held: tuple[Array, Array] | None = None,
 ) -> tuple[Array, Array, Array]:
     """The two-stage estimate: base from the key frame, then the residual of every frame.
 
     Returns `(eps_hat, base_hat, residual_hat)`; with `base_fn=None` (VDM baseline) `base_hat`
     is zero and `eps_hat = residual_hat`. `key_input` and `key_value` as `remove_base`.
+    `held = (values [B, N, H, W, C], mask [N] or [B, N])`: frames the residual generator sees
+    clean, as a model trained with `context_rate` saw them (`show_held`).
     """
     if base_fn is None:
         base_hat = jnp.zeros_like(z_t[:, :1])
@@ -310,8 +313,26 @@ def predict_noise(
     if base_fn is None:
         key_input = "latent"  # No base generator, no key frame to show.
     zr = remove_base(z_t, base_hat, t, lambdas, alphas_cumprod, key_frame, key_input, key_value)
+    if held is not None:
+        zr = show_held(zr, *held)
     residual_hat = residual_fn(zr, t)
     return combine(base_hat, residual_hat, lambdas), base_hat, residual_hat
+
+
+def show_held(zr: Array, values: Array, mask: Array) -> Array:
+    """The residual generator's input with the held frames (`mask`, `[N]` or `[B, N]` bool) set
+    to their clean `values` `[B, N, H, W, C]`, as the key frame is with `key_input='clean'`."""
+    mask = jnp.broadcast_to(mask, zr.shape[:2]).reshape(zr.shape[:2] + (1,) * (zr.ndim - 2))
+    return jnp.where(mask, values.astype(zr.dtype), zr)
+
+
+def held_frames(rng: Array, batch: int, num_frames: int, rate: float) -> Array:
+    """`[B, N]` bool: in a share `rate` of the clips, the first `m` frames, `m` uniform in
+    `[1, N - 1]` (a long video's next clip holds a prefix of it); no frame in the others."""
+    use_rng, count_rng = jax.random.split(rng)
+    used = jax.random.bernoulli(use_rng, rate, (batch,))
+    counts = jnp.where(used, jax.random.randint(count_rng, (batch,), 1, num_frames), 0)
+    return jnp.arange(num_frames)[None] < counts[:, None]
 
 
 def videofusion_loss(
@@ -330,6 +351,7 @@ def videofusion_loss(
     t_sampling: str = "uniform",
     t_uniform_share: float = 0.1,
     snr_floor: float = 0.0,
+    context_rate: float = 0.0,
 ) -> tuple[Array, dict[str, Array]]:
     """The VideoFusion noise-prediction loss with its stop-gradient rule.
 
@@ -356,6 +378,11 @@ def videofusion_loss(
         `residual_as_noise`); the loss is on the noise they imply either way.
       min_snr_gamma, snr_floor: the per-example weighting (`loss_weights`).
       t_sampling, t_uniform_share: how the timesteps are drawn (`sample_timesteps`).
+      context_rate: the share of clips whose first frames are held (`held_frames`): the
+        residual generator sees them clean (`show_held`) and is told which they are
+        (`residual_fn(zr, t, held)`, `held [B, N]` bool), and their terms leave the loss (the
+        key frame's, the base generator's, stays). 0: every frame generated, and
+        `residual_fn(zr, t)` as before.
 
     Returns:
       `(loss, terms)`; terms hold `loss_key` (the key frame's weighted MSE) and `loss_residual`
@@ -394,11 +421,22 @@ def videofusion_loss(
     # 'clean' shows the residual generator the real key frame (sampling: the finished one).
     key_value = x0[:, key_frame] if key_input == "clean" else None
     zr = remove_base(z_t, base_sg, t, lambdas, alphas_cumprod, key_frame, key_input, key_value)
-    residual_hat = residual_fn(zr, t)
+    if context_rate > 0:
+        # Its own key, folded from `rng`: the timesteps and noise are those of a run without.
+        held = held_frames(jax.random.fold_in(rng, 2), batch, num_frames, context_rate)
+        residual_hat = residual_fn(show_held(zr, x0, held), t, held)
+    else:
+        held = None
+        residual_hat = residual_fn(zr, t)
     eps_hat = combine(base_mix, residual_hat, lambdas)
 
     weights = loss_weights(t, alphas_cumprod, prediction, min_snr_gamma, snr_floor) * t_factor
     squared = _bcast(weights, x0.ndim) * jnp.square(eps - eps_hat.astype(jnp.float32))
+    if held is not None:
+        generated = ~held  # [B, N]
+        if base_fn is not None:  # The key frame's term trains the base generator: kept.
+            generated = generated | (jnp.arange(num_frames) == key_frame)[None]
+        squared = squared * generated.reshape(generated.shape + (1,) * (x0.ndim - 2))
     per_frame = jnp.mean(squared, axis=(0, 2, 3, 4))  # [N]
     if frame_weights is None:
         frame_weights = jnp.full((num_frames,), 1.0 / num_frames, jnp.float32)

@@ -32,6 +32,8 @@ class Diffusion:
     t_uniform_share: float = 0.1
     # The floor of the min-SNR weight of the clean-frame error (`decomposed.loss_weights`).
     snr_floor: float = 0.0
+    # The share of training clips with held first frames (`decomposed.videofusion_loss`).
+    context_rate: float = 0.0
 
     @classmethod
     def create(
@@ -49,6 +51,7 @@ class Diffusion:
         t_sampling: str = "uniform",
         t_uniform_share: float = 0.1,
         snr_floor: float = 0.0,
+        context_rate: float = 0.0,
     ) -> "Diffusion":
         """VideoFusion shares (`lam`, key frame 1) or, for `kind='vdm'`, the baseline's zeros."""
         k = decomposed.key_frame_index(num_frames, key_frame)
@@ -85,6 +88,7 @@ class Diffusion:
             t_sampling,
             float(t_uniform_share),
             float(snr_floor),
+            float(context_rate),
         )
 
     @property

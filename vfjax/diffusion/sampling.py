@@ -135,6 +135,7 @@ def sample(
     num_clips: int = 1,
     known: tuple[Array, Array] | None = None,
     known_guidance: float = 0.0,
+    show_known: bool = False,
     key_input: str = "latent",
     prediction: str = "eps",
 ) -> Array:
@@ -167,6 +168,9 @@ def sample(
         (the continuation of a long video); the others are generated around them.
       known_guidance: the weight `w_r` of reconstruction guidance towards the known frames
         (`make_step`); 0 holds them by replacement alone.
+      show_known: the residual generator also sees the known frames clean and flagged
+        (`cond['held']`), as a model trained with `diffusion.context_rate` saw its held frames
+        (`decomposed.videofusion_loss`); False: it sees their noisy latents only.
       key_input: what the residual generator sees at the key frame (`decomposed.remove_base`);
         'clean' first draws the key frame alone to its end (`_draw_key_frame`, a pass of the
         base generator only) and shows that at every step; the base generator's outputs of
@@ -184,6 +188,12 @@ def sample(
         cond, null_cond = jax.tree.map(
             lambda x: jnp.repeat(x, num_clips, axis=0), (cond, null_cond)
         )
+    held = None
+    if show_known and known is not None:
+        held = known
+        flags = jnp.broadcast_to(known[1][None], (b * num_clips, n))
+        cond = {**(cond or {}), "held": flags}
+        null_cond = None if null_cond is None else {**null_cond, "held": flags}
 
     key_value, base_steps = None, None
     if key_input == "clean" and base_fn is not None:
@@ -213,9 +223,11 @@ def sample(
             base = lambda z, t: base_fn(z, t, c)
         else:
             base = lambda z, t: base_out
-        shown = key_value
+        shown, held_shown = key_value, held
         if shown is not None and shown.shape[0] != z.shape[0]:
             shown = jnp.concatenate([shown, shown])  # `guided` runs both conditions as one batch.
+        if held_shown is not None and held_shown[0].shape[0] != z.shape[0]:
+            held_shown = (jnp.concatenate([held[0], held[0]]), held[1])
         return decomposed.predict_noise(
             base,
             lambda z, t: residual_fn(z, t, c),
@@ -226,6 +238,7 @@ def sample(
             key_frame,
             key_input,
             shown,
+            held_shown,
         )[0]
 
     def predict(z, t, base_out):

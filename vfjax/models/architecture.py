@@ -84,6 +84,10 @@ class UNet3DConfig:
     # frame): a frame can copy what the key frame holds from wherever it is, where temporal
     # attention only sees the key frame at its own position and convolutions only nearby.
     key_frame_attn_resolutions: tuple[int, ...] = ()
+    # A learned embedding per frame saying whether the frame is held (given clean: the frames a
+    # long video's next clip keeps from the clip before), added to the frame embedding; trained
+    # with `diffusion.context_rate` (`decomposed.videofusion_loss`), read from `cond['held']`.
+    held_frames: bool = False
     dropout: float = 0.0
     scale_shift: bool = False
     zero_init: bool = True

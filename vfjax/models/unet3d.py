@@ -176,6 +176,10 @@ class UNet3D(nnx.Module):
             blocks.EmbeddingMLP(chs[0], emb_dim, opts, rngs) if cfg.frame_embedding else None
         )
         self.class_embedding = blocks.class_embedding(cfg.num_classes, emb_dim, opts, rngs)
+        # Rows 0 (generated) and 1 (held); a table of one class per frame's role.
+        self.held_embedding = (
+            blocks.class_embedding(1, emb_dim, opts, rngs) if cfg.held_frames else None
+        )
         self.input_attention = (
             attention.attention_block(
                 cfg.attn_type,
@@ -257,7 +261,8 @@ class UNet3D(nnx.Module):
         return any(getattr(blk, "key_frame_attention", None) is not None for blk in blocks_)
 
     def embed(self, t: Array, num_frames: int, cond: dict | None) -> Array:
-        """Per-frame embedding `[B, N, D]`: timestep + frame index + class."""
+        """Per-frame embedding `[B, N, D]`: timestep + frame index + class + whether the frame
+        is held (`cond['held']`, `[B, N]` bool; absent: none is)."""
         dim = self.cfg.channels * self.cfg.channel_mult[0]
         sinus = blocks.timestep_embedding(t, dim, self.cfg.flip_sin_to_cos, self.cfg.freq_shift)
         emb = self.time_embedding(sinus.astype(self.dtype))[:, None, :]
@@ -271,14 +276,20 @@ class UNet3D(nnx.Module):
             if labels is None:
                 labels = jnp.full(t.shape, self.cfg.num_classes, jnp.int32)
             emb = emb + self.class_embedding(labels).astype(emb.dtype)[:, None, :]
+        if self.held_embedding is not None:
+            held = None if cond is None else cond.get("held")
+            roles = (
+                jnp.zeros((1, num_frames), jnp.int32) if held is None else held.astype(jnp.int32)
+            )
+            emb = emb + self.held_embedding(roles).astype(emb.dtype)  # [B or 1, N, D]
         return jnp.broadcast_to(emb, (t.shape[0], num_frames, emb.shape[-1]))
 
     def __call__(
         self, x: Array, t: Array, cond: dict | None = None, rngs: nnx.Rngs | None = None
     ) -> Array:
         """Args: x `[B, N, H, W, C]`; t `[B]`; cond {'label': [B], 'text': [B, S, D],
-        'key_reference': [B, H, W, C]} or None; rngs for dropout (None: deterministic). Returns
-        float32 `[B, N, H, W, out_channels]`.
+        'key_reference': [B, H, W, C], 'held': [B, N] bool} or None; rngs for dropout (None:
+        deterministic). Returns float32 `[B, N, H, W, out_channels]`.
 
         `key_reference`, a frame in the key frame's place for the attention to the key frame
         (`key_frame_attn_resolutions`): each clip is run a second time with that frame in its

@@ -56,6 +56,12 @@ def _constants(diffusion: Diffusion) -> tuple:
     )
 
 
+def _with_held(cond: dict | None, held: Array | None) -> dict | None:
+    """`cond` with the held frames' flags `[B, N]` (`decomposed.videofusion_loss`'s
+    `context_rate`) that the residual generator reads (`UNet3D.embed`)."""
+    return cond if held is None else {**(cond or {}), "held": held}
+
+
 def _process_loss(base_fn, residual_fn, x0, rng, diffusion: Diffusion, frame_weights, stop=True):
     """`decomposed.videofusion_loss` under `diffusion` (base_fn None: the VDM baseline)."""
     consts = _constants(diffusion)
@@ -73,6 +79,7 @@ def _process_loss(base_fn, residual_fn, x0, rng, diffusion: Diffusion, frame_wei
         diffusion.t_sampling,
         diffusion.t_uniform_share,
         diffusion.snr_floor,
+        diffusion.context_rate,
     )
 
 
@@ -104,8 +111,8 @@ class VideoFusion(nnx.Module):
         def base_fn(z, t):
             return self.base(z, t, cond, rngs)
 
-        def residual_fn(z, t):
-            return self.residual(z, t, cond, rngs)
+        def residual_fn(z, t, held=None):
+            return self.residual(z, t, _with_held(cond, held), rngs)
 
         return base_fn, residual_fn
 
@@ -148,7 +155,12 @@ class VDM(nnx.Module):
         base generator to split them by)."""
         rngs = _dropout_rngs(dropout_rng)
         loss, _ = _process_loss(
-            None, lambda z, t: self.residual(z, t, cond, rngs), x0, rng, diffusion, frame_weights
+            None,
+            lambda z, t, held=None: self.residual(z, t, _with_held(cond, held), rngs),
+            x0,
+            rng,
+            diffusion,
+            frame_weights,
         )
         return loss, {}
 
