@@ -1,6 +1,6 @@
 """The embedded default: VideoFusion on the built-in synthetic moving-shapes videos.
 
-Trains on a CPU in about ten minutes (2 cores, no download; 9 min 35 s measured) and writes
+Trains on a CPU in about ten minutes (2 cores, no download; 10 min 57 s measured) and writes
 sample videos of shapes moving and bouncing to `WORKDIR/samples/`:
 
     python -m vfjax.main --config=configs/default.py --workdir=runs/default
@@ -23,7 +23,8 @@ from vfjax import config as vfc
 def get_config(arg=None):
     c = vfc.base_config()
     # As many steps as fill about ten minutes of the 2 cores, compile and previews included: 9 min
-    # 35 s measured alone on the machine (487 s of steps; PERFORMANCE.md, row D7).
+    # 35 s measured alone on the machine (487 s of steps; PERFORMANCE.md, row D7); with held
+    # frames, on another session's machine, 10 min 57 s (565 s of steps; row HF1).
     c.total_steps = 1500
     c.batch_size = 8
     c.log_every_steps = 50
