@@ -344,6 +344,23 @@ def test_bf16_compute_runs_in_bf16():
     assert found["conv_general_dilated"] > 10 and found["dot_general"] > 5, found
 
 
+def _sample_clip(base_fn, residual_fn, lambdas, abar, **kw):
+    """`sampling.sample` of `SHAPE` clips with key frame `K`, the tests' base and residual keys
+    (1, 2) and DDPM-like steps (`eta = 1`); `kw` the rest (steps, known frames, ...)."""
+    return sampling.sample(
+        base_fn,
+        residual_fn,
+        SHAPE,
+        jax.random.key(1),
+        jax.random.key(2),
+        lambdas,
+        abar,
+        K,
+        eta=1.0,
+        **kw,
+    )
+
+
 def test_known_frames_come_back_unchanged_and_steer_the_others():
     """Frames held as known (a long video's continuation) come out as they went in; the others
     are generated around them, and differ from a clip made without them."""
@@ -360,19 +377,7 @@ def test_known_frames_come_back_unchanged_and_steer_the_others():
         return 0.3 * z + 0.2 * jnp.roll(z, 1, axis=1)
 
     def run(known):
-        return sampling.sample(
-            base_fn,
-            residual_fn,
-            SHAPE,
-            jax.random.key(1),
-            jax.random.key(2),
-            lambdas,
-            abar,
-            K,
-            num_steps=20,
-            eta=1.0,
-            known=known,
-        )
+        return _sample_clip(base_fn, residual_fn, lambdas, abar, num_steps=20, known=known)
 
     held = run((values, mask))
     np.testing.assert_allclose(held[:, mask], values[:, mask], atol=1e-5)
@@ -401,17 +406,12 @@ def test_reconstruction_guidance_conditions_on_the_held_values():
     mask = np.arange(N) <= K
 
     def free_frame_error(weight):
-        out = sampling.sample(
+        out = _sample_clip(
             None,
             residual_fn,
-            SHAPE,
-            jax.random.key(1),
-            jax.random.key(2),
             jnp.zeros((N,)),
             abar,
-            K,
             num_steps=50,
-            eta=1.0,
             known=(values, mask),
             known_guidance=weight,
         )
@@ -502,17 +502,12 @@ def test_show_known_gives_the_residual_generator_the_held_values_and_flags():
     def run(show):
         seen.clear()
         inputs.clear()
-        out = sampling.sample(
+        out = _sample_clip(
             lambda z, t, cond: 0.5 * z,
             residual_fn,
-            SHAPE,
-            jax.random.key(1),
-            jax.random.key(2),
             lambdas,
             abar,
-            K,
             num_steps=4,
-            eta=1.0,
             known=(values, mask),
             show_known=show,
         )
