@@ -117,6 +117,7 @@ def test_missing_pretrained_base_is_one_line_naming_the_conversion(tmp_path):
         ("diffusion.base_image_weight", -1.0, "diffusion.base_image_weight must be >= 0"),
         ("diffusion.snr_floor", 6.0, r"diffusion.snr_floor must lie in \[0, diffusion.min_snr"),
         ("sampling.long_guidance", -1.0, r"sampling.long_guidance must be >= 0"),
+        ("sampling.long_context_guidance", -1.0, r"sampling.long_context_guidance must be >= 0"),
         ("diffusion.context_rate", 1.0, r"diffusion.context_rate must lie in \[0, 1\)"),
         ("sampling.long_method", "loop", "sampling.long_method must be one of"),
         ("model.base.patch_size", 0, "model.base.patch_size must be a positive integer"),
@@ -247,6 +248,18 @@ def test_held_context_needs_the_held_flags():
     vfc.validate(c, with_data=False)
     c.model.kind, c.model.residual.held_frames = "image", False  # Frames as images: unused.
     vfc.validate(c, with_data=False)
+
+
+def test_context_guidance_needs_a_model_shown_its_held_frames():
+    """`sampling.long_context_guidance != 1` guides on held frames a model was trained to be
+    shown: without `model.residual.held_frames` it is refused in one line."""
+    c = vfc.load_config(os.path.join(ROOT, "configs", "default.py"))
+    c.sampling.long_context_guidance = 2.0
+    vfc.validate(c, with_data=False)
+    c.diffusion.context_rate, c.model.residual.held_frames = 0.0, False
+    with pytest.raises(ValueError, match="long_context_guidance != 1 needs a model") as info:
+        vfc.validate(c, with_data=False)
+    assert "\n" not in str(info.value)
 
 
 def test_class_count_that_disagrees_with_the_data_set_is_refused():

@@ -483,6 +483,50 @@ def test_context_rate_shows_held_frames_clean_and_leaves_them_out_of_the_loss(vd
         assert float(terms["loss_key"]) > 0
 
 
+def test_context_guidance_mixes_the_shown_and_unshown_estimates():
+    """`context_guidance = w_c`: 1 is `show_known` as it was, 0 the estimate with the known
+    frames not shown (their noisy latents, no flag: `show_known=False`'s clip), and in one
+    unclipped step the clip moves linearly in `w_c` (`eps_n + w_c (eps_s - eps_n)`), both
+    branches in one call of the residual generator; it needs shown known frames."""
+    abar = jnp.asarray(schedules.make_schedule("linear", 1000))
+    lambdas = decomposed.frame_lambdas(N, 0.5, K)
+    values = jax.random.uniform(jax.random.key(8), SHAPE, minval=-1, maxval=1)
+    mask = np.arange(N) <= K
+    batches = []
+
+    def residual_fn(z, t, cond):
+        batches.append(z.shape[0])
+        flags = 0.0 if cond is None else cond["held"].astype(z.dtype)[..., None, None, None]
+        return 0.3 * z + 0.2 * jnp.roll(z, 1, axis=1) + 0.1 * flags
+
+    def run(num_steps=4, abar=abar, **kw):
+        batches.clear()
+        known = (values, mask)
+        base_fn = lambda z, t, cond: 0.5 * z  # noqa: E731
+        out = _sample_clip(
+            base_fn, residual_fn, lambdas, abar, num_steps=num_steps, known=known, **kw
+        )
+        return np.asarray(out)[:, ~mask]
+
+    shown, unshown = run(show_known=True), run(show_known=False)
+    np.testing.assert_allclose(run(show_known=True, context_guidance=1.0), shown, atol=1e-6)
+    np.testing.assert_allclose(run(show_known=True, context_guidance=0.0), unshown, atol=1e-5)
+    assert np.abs(shown - unshown).mean() > 1e-3
+    guided = run(show_known=True, context_guidance=3.0)
+    assert batches == [2 * SHAPE[0]]  # Both branches in one call.
+    assert np.abs(guided - shown).mean() > 1e-3
+    # One step, at a noise level where the estimate of x0 stays near the start noise, whose
+    # values mostly lie in [-1, 1], where the sampler's output is not clipped: compare there.
+    one = {"num_steps": 1, "clip_x0": False, "show_known": True, "abar": jnp.full((1000,), 0.99)}
+    by_w = {w: run(context_guidance=w, **one) for w in (0.0, 1.0, 3.0)}
+    inside = np.all([np.abs(v) < 0.999 for v in by_w.values()], axis=0)
+    assert inside.mean() > 0.3
+    expected = by_w[0.0] + 3.0 * (by_w[1.0] - by_w[0.0])
+    np.testing.assert_allclose(by_w[3.0][inside], expected[inside], atol=1e-4)
+    with pytest.raises(ValueError, match="context_guidance needs known frames shown"):
+        run(show_known=False, context_guidance=2.0)
+
+
 def test_show_known_gives_the_residual_generator_the_held_values_and_flags():
     """`sampling.sample(show_known=True)`: at every step the residual generator's input holds
     the known frames' clean values and its condition their flags; the held frames still come out

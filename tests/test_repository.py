@@ -166,6 +166,7 @@ FIELDS = (
     "sampling.long_overlap",
     "sampling.long_base",
     "sampling.long_guidance",
+    "sampling.long_context_guidance",
     "eval.protocol",
     "mesh.data",
     "mesh.fsdp",

@@ -638,6 +638,7 @@ def test_sample_videos_hands_the_model_the_sampling_config(calls, conditional, w
         "sampling.clip_x0": False,
         "sampling.guidance_scale": 2,
         "sampling.long_guidance": 3,
+        "sampling.long_context_guidance": 1.5,
     })  # fmt: skip
     params = params_of("videofusion")
     cond = {"label": jnp.asarray([1, 2, 0], jnp.int32)} if conditional else None
@@ -668,6 +669,8 @@ def test_sample_videos_hands_the_model_the_sampling_config(calls, conditional, w
     # A model trained with held frames (the default's) is shown its held frames clean.
     assert steps.shows_held(c)
     assert kw.pop("show_known", False) is with_known
+    context = kw.pop("context_guidance", None)
+    assert context == (1.5 if with_known else None)
     assert not kw
     level = sum(np.mean(p) for p in jax.tree.leaves(params))
     np.testing.assert_allclose(out, level + np.zeros(shape), rtol=1e-6)

@@ -200,3 +200,37 @@ def test_reversals_are_turns_away_from_the_walls_only():
     report = synthetic_law.reversal_report(clip, law, seams=[4, 6])
     assert report["count"] == 1 and report["at_seams"] == 1
     assert report["per_100_frames"] == pytest.approx(100 / 9, abs=1e-3)
+
+
+def test_long_report_says_where_a_long_videos_law_breaks():
+    """Real 32-frame videos obey the law over every prefix and window; a video whose object
+    turns back and slows at frame 16 (each half a real bouncing path) obeys it in each
+    8-frame window and over its first 8 and 16 frames, and fails the track over all 32; the
+    report's whole-video share is `report`'s."""
+    data = _default_data()
+    law = synthetic_law.Law.of(data)
+    real = synthetic_law.real_clips(data, 4, 32)
+    out = synthetic_law.long_report(real, law, clip_length=8)
+    assert list(out["by_length"]) == ["8", "16", "32"]
+    assert all(v["share"] == 1.0 for v in out["by_length"].values())
+    assert out["windows"] == {
+        "clip_length": 8,
+        "share": 1.0,
+        "criteria": dict.fromkeys(synthetic_law.CRITERIA, 1.0),
+    }
+    first = synthetic.bouncing_path(np.array([5.0, 6.0]), np.array([0.8, 0.3]), 3.5, 16, 17)
+    # At frame 16 the object, moving left since a bounce, turns right and slows.
+    second = synthetic.bouncing_path(first[16], np.array([0.3, 0.45]), 3.5, 16, 16)
+    centres = np.concatenate([first[:16], second])
+    broken = _draw("square", centres, 3.5, 1.0, 16)[None]
+    out = synthetic_law.long_report(broken, law, clip_length=8, seams=[16])
+    assert {n: v["share"] for n, v in out["by_length"].items()} == {"8": 1.0, "16": 1.0, "32": 0.0}
+    assert out["by_length"]["32"]["criteria"]["track"] == 0.0
+    assert out["by_length"]["32"]["criteria"]["size"] == 1.0
+    assert out["windows"]["share"] == 1.0
+    assert out["share"] == 0.0 == synthetic_law.report(broken, law)["share"]
+    assert out["reversals"] == {"count": 1, "per_100_frames": 3.125, "at_seams": 1}
+    # Clips no longer than the clip length get the report and its reversals alone.
+    short = synthetic_law.long_report(real[:, :8], law, clip_length=8)
+    assert "by_length" not in short and "windows" not in short
+    assert short["share"] == 1.0 and short["reversals"]["count"] == 0

@@ -176,6 +176,11 @@ def base_config() -> ml_collections.ConfigDict:
     # vfjax.diffusion.sampling.make_step); 0 holds them by replacement alone. Each sampling step
     # of a continuation clip then costs a backward pass too.
     c.sampling.long_guidance = 0.0
+    # 'continue', a model trained with held frames (`model.residual.held_frames`): classifier-free
+    # guidance on the held frames, `w_c` in `eps_n + w_c (eps_shown - eps_n)`
+    # (`vfjax.diffusion.sampling.sample`'s `context_guidance`); 1 shows them, no guidance. Each
+    # sampling step of a continuation clip then runs the residual generator on twice the batch.
+    c.sampling.long_context_guidance = 1.0
     # 'continue': every later clip's attention to the key frame reads the first clip's key frame
     # (`UNet3D`'s `key_reference`; twice the residual generator's batch in those clips), so that
     # the object's look is copied from the video's first key frame, not from the last clip's.
@@ -440,6 +445,17 @@ def validate(
         raise ValueError(
             f"sampling.long_guidance must be >= 0 (0: replacement alone), got "
             f"{c.sampling.long_guidance}."
+        )
+    context_guidance = c.sampling.get("long_context_guidance", 1.0)
+    if not context_guidance >= 0.0:
+        raise ValueError(
+            f"sampling.long_context_guidance must be >= 0 (1: no guidance), got {context_guidance}."
+        )
+    held_model = c.model.kind != "image" and c.model.residual.get("held_frames", False)
+    if context_guidance != 1.0 and not held_model:
+        raise ValueError(
+            "sampling.long_context_guidance != 1 needs a model trained with held frames "
+            "(model.residual.held_frames, diffusion.context_rate > 0)."
         )
     if c.sampling.get("long_anchor", False):
         residual = c.model.residual

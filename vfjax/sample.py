@@ -122,6 +122,8 @@ def _name(config, step: int, total: int, seed: int, residual_seed: int) -> str:
             name += f"{long_video.overlap_of(config)}_{s.long_base}base"
             name += f"_guided{s.long_guidance:g}" if s.long_guidance > 0 else ""
             name += "_anchored" if s.get("long_anchor", False) else ""
+            context = s.get("long_context_guidance", 1.0)
+            name += f"_context{context:g}" if context != 1.0 else ""
     if config.data.cond == "class":
         name += f"_label{s.label}" if s.label >= 0 else "_labels"
     return name
@@ -152,21 +154,17 @@ def frame_consistency(config, videos: np.ndarray) -> dict:
 def data_law(config, videos: np.ndarray) -> dict:
     """The synthetic set's law (`vfjax.data.synthetic_law`) scored on the generated videos,
     whole (a long video as one), beside as many real videos of the same length; with each side's
-    turns away from the walls (`synthetic_law.reversal_report`; a long video's: also how many at
-    its seams, the frame before each clip's first new one)."""
+    turns away from the walls (a long video's: also how many at its seams, the frame before each
+    clip's first new one) and, for long videos, where the law breaks: over growing prefixes and
+    over the clips' length of windows (`synthetic_law.long_report`)."""
     law = synthetic_law.Law.of(config.data)
     real = synthetic_law.real_clips(config.data, len(videos), videos.shape[1])
-    total = videos.shape[1]
-    seams = None
-    if total > config.data.num_frames:
-        seams = [s - 1 for s in long_video.clip_starts(config, total)]
-    out = {
-        "generated": synthetic_law.report(videos, law),
-        "real": synthetic_law.report(real, law),
+    total, n = videos.shape[1], config.data.num_frames
+    seams = [s - 1 for s in long_video.clip_starts(config, total)] if total > n else None
+    return {
+        "generated": synthetic_law.long_report(videos, law, n, seams),
+        "real": synthetic_law.long_report(real, law, n),
     }
-    out["generated"]["reversals"] = synthetic_law.reversal_report(videos, law, seams)
-    out["real"]["reversals"] = synthetic_law.reversal_report(real, law)
-    return out
 
 
 def beside_real(config, videos: np.ndarray, path: str, count: int = 16) -> str:

@@ -264,7 +264,11 @@ def sample_videos(
         known=known,
         known_guidance=float(s.long_guidance) if known is not None else 0.0,
         # A model trained with held frames sees its held frames as it was trained to.
-        **({"show_known": True} if known is not None and shows_held(config) else {}),
+        **(
+            {"show_known": True, "context_guidance": float(s.get("long_context_guidance", 1.0))}
+            if known is not None and shows_held(config)
+            else {}
+        ),
     )
 
 

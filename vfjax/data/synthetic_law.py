@@ -278,8 +278,24 @@ def fit_track(centres: np.ndarray, sizes: np.ndarray, law: Law) -> tuple[np.ndar
     return np.sqrt(np.mean(squared, axis=0)), np.hypot(*velocity)
 
 
+def fit_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
+    """`fit_frames` of clips `[B, N, H, W, C]` (in [-1, 1]), each value shaped `[B, N, ...]`: what
+    `score_fits` and `turns` read, so that one fit serves every span of a long video."""
+    videos = np.asarray(videos, np.float32)
+    if videos.ndim != 5:
+        raise ValueError(f"need videos [B, N, H, W, C], got shape {videos.shape}")
+    b, n = videos.shape[:2]
+    fit = fit_frames(videos.reshape((b * n,) + videos.shape[2:]), law)
+    return {k: v.reshape((b, n) + v.shape[1:]) for k, v in fit.items()}
+
+
 def score_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
-    """Scores clips `[B, N, H, W, C]` (in [-1, 1]) on the law.
+    """Scores clips `[B, N, H, W, C]` (in [-1, 1]) on the law: `score_fits(fit_clips(...))`."""
+    return score_fits(fit_clips(videos, law), law)
+
+
+def score_fits(fit: dict[str, np.ndarray], law: Law) -> dict[str, np.ndarray]:
+    """Scores clips on the law from their frames' fits (`fit_clips`, or a span of its frames).
 
     Returns per clip `[B]`: a boolean per criterion (`CRITERIA`), `obeys` (all of them), the two
     halves of `shape` (`SHAPE_PARTS`), and the fitted values behind them: `kind` (the most
@@ -287,13 +303,7 @@ def score_clips(videos: np.ndarray, law: Law) -> dict[str, np.ndarray]:
     `track_rms`, `shape_residual` (worst frame), `size_change`, `brightness_change` (largest
     relative departure from the clip's median).
     """
-    videos = np.asarray(videos, np.float32)
-    if videos.ndim != 5:
-        raise ValueError(f"need videos [B, N, H, W, C], got shape {videos.shape}")
-    b, n = videos.shape[:2]
-    fit = fit_frames(videos.reshape((b * n,) + videos.shape[2:]), law)
-    fit = {k: v.reshape((b, n) + v.shape[1:]) for k, v in fit.items()}
-
+    b = fit["kind"].shape[0]
     out = {name: np.zeros(b, bool) for name in CRITERIA}
     parts = {name: np.zeros(b, bool) for name in SHAPE_PARTS}
     values = {
@@ -403,11 +413,15 @@ def reversals(
     frame and as much the other way out of it, while more than `wall_margin` pixels from the
     walls its size leaves. The data's objects turn only at the walls (real clips: none); where a
     long video's track breaks, this says at which frames."""
-    videos = np.asarray(videos, np.float32)
-    b, n = videos.shape[:2]
-    fit = fit_frames(videos.reshape((b * n,) + videos.shape[2:]), law)
-    centre = fit["centre"].reshape(b, n, 2)
-    size = fit["size"].reshape(b, n, 1)
+    return turns(fit_clips(videos, law), law, min_step, wall_margin)
+
+
+def turns(
+    fit: dict[str, np.ndarray], law: Law, min_step: float = 0.15, wall_margin: float = 1.0
+) -> np.ndarray:
+    """`reversals` from the frames' fits (`fit_clips`)."""
+    centre, size = fit["centre"], fit["size"][..., None]
+    b, n = centre.shape[:2]
     step = np.diff(centre, axis=1)  # [B, N - 1, 2]
     before, after = step[:, :-1], step[:, 1:]
     turned = (np.abs(before) >= min_step) & (np.abs(after) >= min_step)
@@ -420,16 +434,52 @@ def reversals(
     return out
 
 
-def reversal_report(videos: np.ndarray, law: Law, seams: list[int] | None = None) -> dict:
-    """`reversals` of clips, counted: per 100 frames, and (a long video's `seams`, the last held
-    frame before each clip's new ones) how many fall there."""
-    turned = reversals(videos, law)
+def _count_turns(turned: np.ndarray, seams: list[int] | None) -> dict:
     out = {
         "count": int(turned.sum()),
         "per_100_frames": round(100.0 * float(turned.mean()), 3),
     }
     if seams:
         out["at_seams"] = int(turned[:, [s for s in seams if 0 <= s < turned.shape[1]]].sum())
+    return out
+
+
+def reversal_report(videos: np.ndarray, law: Law, seams: list[int] | None = None) -> dict:
+    """`reversals` of clips, counted: per 100 frames, and (a long video's `seams`, the last held
+    frame before each clip's new ones) how many fall there."""
+    return _count_turns(reversals(videos, law), seams)
+
+
+def long_report(
+    videos: np.ndarray, law: Law, clip_length: int, seams: list[int] | None = None
+) -> dict:
+    """`report` of long videos `[B, F, H, W, C]`, whole, from one fit of their frames, with
+    where the law breaks: `by_length`, the share obeying it (and each criterion) over the first
+    `clip_length * 2^j` frames; `windows`, over the videos cut into clips of `clip_length`
+    frames (how a model's own clips fare inside its long videos); and `reversals`
+    (`reversal_report`). Videos of `clip_length` frames or fewer get the report and `reversals`
+    alone."""
+    fit = fit_clips(videos, law)
+    total = fit["kind"].shape[1]
+    span = lambda a, b: {k: v[:, a:b] for k, v in fit.items()}  # noqa: E731
+    brief = lambda scores: {  # noqa: E731
+        "share": round(float(scores["obeys"].mean()), 4),
+        "criteria": {c: round(float(scores[c].mean()), 4) for c in CRITERIA},
+    }
+    out = report_from_counts(counts(score_fits(fit, law)), law)
+    out["reversals"] = _count_turns(turns(fit, law), seams)
+    if total <= clip_length:
+        return out
+    lengths, length = [], clip_length
+    while length < total:
+        lengths.append(length)
+        length *= 2
+    out["by_length"] = {str(n): brief(score_fits(span(0, n), law)) for n in lengths + [total]}
+    starts = range(0, total - clip_length + 1, clip_length)
+    windows = {
+        k: np.concatenate([v[:, s : s + clip_length] for s in starts]) for k, v in fit.items()
+    }
+    out["windows"] = {"clip_length": clip_length, **brief(score_fits(windows, law))}
     return out
 
 

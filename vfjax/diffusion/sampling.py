@@ -136,6 +136,7 @@ def sample(
     known: tuple[Array, Array] | None = None,
     known_guidance: float = 0.0,
     show_known: bool = False,
+    context_guidance: float = 1.0,
     key_input: str = "latent",
     prediction: str = "eps",
 ) -> Array:
@@ -171,6 +172,11 @@ def sample(
       show_known: the residual generator also sees the known frames clean and flagged
         (`cond['held']`), as a model trained with `diffusion.context_rate` saw its held frames
         (`decomposed.videofusion_loss`); False: it sees their noisy latents only.
+      context_guidance: with `show_known`, classifier-free guidance on the known frames, `w_c`
+        in `eps_hat = eps_n + w_c (eps_s - eps_n)`, where `eps_s` is the estimate with the known
+        frames shown and `eps_n` without (their noisy latents alone, no flag: the clips a model
+        trained with `context_rate < 1` saw without held frames); 1 shows them, no guidance.
+        Stable Video Diffusion (Blattmann et al., 2023) guides on its conditioning frame so.
       key_input: what the residual generator sees at the key frame (`decomposed.remove_base`);
         'clean' first draws the key frame alone to its end (`_draw_key_frame`, a pass of the
         base generator only) and shows that at every step; the base generator's outputs of
@@ -188,6 +194,8 @@ def sample(
         cond, null_cond = jax.tree.map(
             lambda x: jnp.repeat(x, num_clips, axis=0), (cond, null_cond)
         )
+    if context_guidance != 1.0 and not (show_known and known is not None):
+        raise ValueError("context_guidance needs known frames shown (show_known=True).")
     held = None
     if show_known and known is not None:
         held = known
@@ -217,17 +225,17 @@ def sample(
     def two_stage(z, t, c, base_out):
         """The combined estimate under condition `c`: base, base removed, residual. `base_out`,
         when given, is the base generator's output at this step, kept from the key frame's pass."""
+        # `guided` runs both conditions as one batch (twice, with context guidance too): what is
+        # kept or shown is tiled to it; the held flags, of `c`, say where each branch shows them.
+        tile = lambda x: jnp.concatenate([x] * (z.shape[0] // x.shape[0]))  # noqa: E731
         if base_fn is None:
             base = None
         elif base_out is None:
             base = lambda z, t: base_fn(z, t, c)
         else:
-            base = lambda z, t: base_out
-        shown, held_shown = key_value, held
-        if shown is not None and shown.shape[0] != z.shape[0]:
-            shown = jnp.concatenate([shown, shown])  # `guided` runs both conditions as one batch.
-        if held_shown is not None and held_shown[0].shape[0] != z.shape[0]:
-            held_shown = (jnp.concatenate([held[0], held[0]]), held[1])
+            base = lambda z, t: tile(base_out)
+        shown = None if key_value is None else tile(key_value)
+        held_shown = None if held is None else (tile(held[0]), c["held"])
         return decomposed.predict_noise(
             base,
             lambda z, t: residual_fn(z, t, c),
@@ -241,9 +249,17 @@ def sample(
             held_shown,
         )[0]
 
+    def in_context(z, t, c, base_out):
+        """`two_stage`, guided on the known frames (`context_guidance`): shown against not."""
+        if held is None or context_guidance == 1.0:
+            return two_stage(z, t, c, base_out)
+        unshown = {**c, "held": jnp.zeros_like(c["held"])}
+        branches = lambda z, t, c: two_stage(z, t, c, base_out)
+        return guided(branches, z, t, c, unshown, context_guidance)
+
     def predict(z, t, base_out):
         # Guidance on the combined estimate (docs/design.md, 2.2): each branch removes its own base.
-        branches = lambda z, t, c: two_stage(z, t, c, base_out)
+        branches = lambda z, t, c: in_context(z, t, c, base_out)
         return guided(branches, z, t, cond, null_cond, guidance_scale), None
 
     update = _make_update(
