@@ -12,9 +12,9 @@ shape kind, sampled with classifier-free guidance at scale 1.5, `config.CLASS_GU
 Target: no published number; half of the sampled clips obeying the data's law (`data_law` in
 the samples' JSON). Met: 72% of 64 clips after its 1500 steps, 64% with seed 1 (rows HF1 and
 HF1' of PERFORMANCE.md, "Quality: does the default learn the data?"; without held frames,
-`diffusion.context_rate=0`: 64% and 55%, rows D7 and D7'): one object of steady brightness in every clip, drawn
-well in 97%, on the data's track in 84%, keeping its kind in 83%. The `vdm` variant of D7 at the
-same wall time (1635 steps): 27% (row V9).
+`diffusion.context_rate=0`: 64% and 55%, rows D7 and D7'): one object of steady brightness in
+every clip, drawn well in 97%, on the data's track in 84%, keeping its kind in 83%. The `vdm`
+variant of D7 at the same wall time (1635 steps): 27% (row V9).
 """
 
 from vfjax import config as vfc
