@@ -17,7 +17,9 @@ TPU (compiled on a CPU for the slice: PERFORMANCE.md, "TPU programs compiled on 
 bound 275 ms by memory (XLA's TPU cost model), 978 chip-hours for 400k steps at that bound. By
 a straight line through that compile 4 videos a chip would fit (`v5e:4x4`): not compiled yet.
 Before the GroupNorm change (PERFORMANCE.md) the same case took 11.1 GB and 318 ms, and v5p held
-2 videos a chip in 11.6 GB of 95 GiB at a 113 ms bound (401 chip-hours on 32 chips).
+2 videos a chip in 11.6 GB of 95 GiB at a 113 ms bound (401 chip-hours on 32 chips). The
+`pretrained` variant (172.8M parameters, the base generator the converted 64px checkpoint's):
+the same slice, 2 videos a chip in 9.5 GB, bound 295 ms (1048 chip-hours).
 """
 
 from vfjax import experiments
