@@ -13,11 +13,10 @@ no `class`: the set has no labels). What the
 paper states and what we chose where it is silent: `experiments.paper_choices`, appended to
 this docstring (`print(module.__doc__)`).
 
-TPU (the program of `ucf101_128.py`, compiled on a CPU for the slice: PERFORMANCE.md, "TPU
-programs compiled on this CPU"): `v5e:4x8`, 1 video a chip (12.0 GB of the chip's 16 GiB), the
-batch of 32 on 32 chips, step bound 394 ms by memory (XLA's TPU cost model), 1402 chip-hours for
-400k steps at that bound; compiled before the GroupNorm change, which took `ucf101_64`'s
-case from 11.1 to 7.9 GB and from 318 to 275 ms.
+TPU (the program of `ucf101_128.py`, the same lowered text, compiled on a CPU for the slice:
+PERFORMANCE.md, "TPU programs compiled on this CPU"): `v5e:4x8`, 1 video a chip (8.2 GB of the
+chip's 16 GiB), the batch of 32 on 32 chips, step bound 319 ms by memory (XLA's TPU cost model),
+1136 chip-hours for 400k steps at that bound (before the GroupNorm change: 12.0 GB, 394 ms).
 """
 
 from vfjax import experiments

@@ -160,6 +160,16 @@ def test_topology_names_and_the_largest_batch():
     assert tpu.config_run(train, {"chips": 4, "total_steps": 1000}) is None
 
 
+def test_a_v4_slice_is_one_device_a_chip_and_takes_the_runs_mesh():
+    """libtpu's default description of v4 lists each of a chip's two TensorCores as a device,
+    over which jax builds no mesh ("requires one device per chip"); described as a v4 runtime
+    runs ("megacore"), its 4 chips are 4 devices and the tiny config's train step lowers there."""
+    devices = tpu.topology_devices("v4:2x2x1")
+    assert len(devices) == tpu.chips_in(devices) == 4
+    assert {d.device_kind for d in devices} == {"TPU v4"}
+    tpu.lower_train(_tiny(), devices, 8)
+
+
 def test_two_processes_describe_topologies_at_once():
     """libtpu's machine-wide lock file: while this process holds a topology, another process
     (a second test worker, a sweep's other job) still gets one (CI failed on this once)."""

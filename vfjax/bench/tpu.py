@@ -84,9 +84,12 @@ def topology_devices(topology: str, slices: int = 1) -> list:
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from jax.experimental import topologies
 
+    # A v4 chip's two TensorCores run as one device ("megacore"), as a v4 runtime gives them
+    # and as jax's meshes require; libtpu's default description lists each core as a device.
+    chip_config = {"chip_config_name": "megacore"} if topology.startswith("v4:") else {}
     try:
         desc = topologies.get_topology_desc(
-            platform="tpu", topology_name=topology, num_slices=slices
+            platform="tpu", topology_name=topology, num_slices=slices, **chip_config
         )
     except Exception as e:  # libtpu missing, or a topology it does not know: one line.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -98,7 +101,8 @@ def topology_devices(topology: str, slices: int = 1) -> list:
 
 
 def chips_in(devices) -> int:
-    """Chips among the devices: TPU v4 shows each of a chip's two cores as a device."""
+    """Chips among the devices (a description that lists each of a v4 chip's two cores as a
+    device has twice as many devices as chips)."""
     coords = {(getattr(d, "slice_index", 0), *tuple(d.coords)[:3]) for d in devices}
     return len(coords)
 
