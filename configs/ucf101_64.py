@@ -13,9 +13,9 @@ colon makes it class-conditional, sampled with classifier-free guidance at scale
 docstring (`print(module.__doc__)`).
 
 TPU (compiled on a CPU for the slice: PERFORMANCE.md, "TPU programs compiled on this CPU"):
-`v5e:4x8`, 2 videos a chip (7.9 GB of the chip's 16 GiB), the batch of 64 on 32 chips, step
-bound 275 ms by memory (XLA's TPU cost model), 978 chip-hours for 400k steps at that bound. By
-a straight line through that compile 4 videos a chip would fit (`v5e:4x4`): not compiled yet.
+`v5e:4x4`, 4 videos a chip (13.75 GB of the chip's 16 GiB; 5 would not fit), the batch of 64
+on 16 chips, step bound 494 ms by memory (XLA's TPU cost model), 878 chip-hours for 400k steps
+at that bound; `v5e:4x8` at 2 videos a chip (7.9 GB) bounds the step at 275 ms, 978 chip-hours.
 Before the GroupNorm change (PERFORMANCE.md) the same case took 11.1 GB and 318 ms, and v5p held
 2 videos a chip in 11.6 GB of 95 GiB at a 113 ms bound (401 chip-hours on 32 chips). The
 `pretrained` variant (172.8M parameters, the base generator the converted 64px checkpoint's):
